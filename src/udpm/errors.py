@@ -1,0 +1,9 @@
+"""The one exception type that the command line turns into a one-line message."""
+
+
+class UDPMError(ValueError):
+    """A problem with the user's input (a file, a size, a flag), not a bug.
+
+    It subclasses ``ValueError`` so that library callers can catch it the usual way. The
+    message must fit on one line and name the problem (the file, the value, the limit).
+    """
