@@ -18,7 +18,6 @@ overrides that rule, so EDM's FFHQ-64 zip, whose images sit in folders ``00000``
 Every bad input raises `udpm.errors.UDPMError` with a one-line message naming the problem.
 """
 
-from udpm.data.cifar import load_cifar
 from udpm.data.imageset import ImageDataset, ImageSet, check_divisible
 from udpm.data.save import save_image_grid, save_images, to_uint8
 from udpm.data.sources import EMBEDDED_DATASETS, IMAGE_EXTENSIONS, load_source
@@ -29,7 +28,6 @@ __all__ = [
     "ImageDataset",
     "ImageSet",
     "check_divisible",
-    "load_cifar",
     "load_source",
     "save_image_grid",
     "save_images",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -32,11 +33,39 @@ class ImageSet:
                 f"ImageSet images must be a uint8 (N, C, H, W) tensor, got {self.images.dtype} "
                 f"of shape {tuple(self.images.shape)}"
             )
-        if self.labels is not None and self.labels.shape != (len(self.images),):
+        if self.labels is not None:
+            self._check_labels()
+
+    def _check_labels(self) -> None:
+        if self.labels.shape != (len(self.images),):
             raise UDPMError(
                 f"mismatched labels: {self.labels.numel()} labels for {len(self.images)} images "
                 f"in {self.source}"
             )
+        self.labels = self.labels.long()
+        if len(self.labels) and int(self.labels.min()) < 0:
+            raise UDPMError(
+                f"labels in {self.source} must be non-negative, found {int(self.labels.min())}"
+            )
+        top = int(self.labels.max()) if len(self.labels) else -1
+        if self.class_names is not None and top >= len(self.class_names):
+            raise UDPMError(
+                f"labels in {self.source} go up to {top} but only {len(self.class_names)} "
+                "classes are named"
+            )
+
+    @classmethod
+    def from_numpy(
+        cls,
+        images: np.ndarray,
+        labels=None,
+        class_names: list[str] | None = None,
+        source: str = "",
+    ) -> ImageSet:
+        """Build from uint8 images (N, H, W, C), channel-last as decoders give them."""
+        images_t = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+        labels_t = None if labels is None else torch.as_tensor(np.asarray(labels, np.int64))
+        return cls(images_t, labels_t, class_names, source)
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -1,0 +1,1 @@
+"""One module per ``udpm`` command, each with ``register(subparsers)``."""

@@ -1,0 +1,1 @@
+"""Training objectives: UDPM's per-level terms and the Gaussian diffusion losses."""

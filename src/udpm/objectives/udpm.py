@@ -1,0 +1,81 @@
+"""UDPM training objectives (design page "Training"; UDPM paper Algorithm 1).
+
+At level ``l`` the generator sees ``x_l ~ q(x_l | x_0)`` and predicts ``y = H^{l-1} x_0``.
+Prediction and target are divided by ``sum(w)^{l-1}`` so both lie in ``[-1, 1]`` whatever
+the level; every term below works on those normalised images.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from udpm.processes.upsampling import UpsamplingProcess
+
+
+def level_targets(process: UpsamplingProcess, x0: torch.Tensor, l: int, noise: torch.Tensor):
+    """``(x_l, y / sum(w)^{l-1}, sum(w)^{l-1})`` for one training batch at level ``l``."""
+    x_l = process.q_sample(x0, l, noise=noise)
+    scale = process.operator.sum ** (l - 1)
+    return x_l, process.degrade(x0, l - 1) / scale, scale
+
+
+def generator_adversarial(logits_fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss ``softplus(-D(ŷ))``."""
+    return F.softplus(-logits_fake).mean()
+
+
+def discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """``softplus(-D(y)) + softplus(D(ŷ))``, the non-saturating GAN loss for D."""
+    return F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean()
+
+
+def r1_penalty(logits_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``E ||∇_y D(y)||²`` on real inputs (Mescheder et al. 2018); ``real`` needs grad."""
+    (grad,) = torch.autograd.grad(logits_real.sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def instance_noise_std(step: int, start: float, decay: float, every: int) -> float:
+    """Instance noise for D's inputs: ``start · decay^(step // every)``."""
+    return start * decay ** (step // max(every, 1))
+
+
+class Perceptual:
+    """LPIPS(VGG) when its package and weights are present; otherwise a clear one-time notice.
+
+    ``lpips`` downloads VGG weights through torchvision; on a machine without them this
+    term is dropped (the caller sees ``available == False``), never a silent failure.
+    """
+
+    def __init__(self, kind: str = "lpips", device="cpu", warn: Callable = warnings.warn):
+        self.model, self.reason = None, None
+        if kind == "none":
+            self.reason = "disabled in the config (perceptual: none)"
+            return
+        try:
+            import lpips  # optional extra: pip install 'udpm[lpips]'
+
+            self.model = lpips.LPIPS(net="vgg", verbose=False).to(device).eval()
+            self.model.requires_grad_(False)
+        except Exception as exc:  # ImportError, or no weights and no network
+            self.reason = f"LPIPS unavailable ({type(exc).__name__}: {str(exc)[:120]})"
+            warn(f"{self.reason}; training without the perceptual term", stacklevel=2)
+
+    @property
+    def available(self) -> bool:
+        return self.model is not None
+
+    def __call__(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.model is None:
+            return y_hat.new_zeros(())
+        if y.shape[-1] < 32:  # VGG's pooling needs some room; compare upsampled copies
+            size = (32, 32)
+            y_hat = F.interpolate(y_hat, size=size, mode="nearest")
+            y = F.interpolate(y, size=size, mode="nearest")
+        if y.shape[1] == 1:
+            y_hat, y = y_hat.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
+        return self.model(y_hat.float(), y.float()).mean()

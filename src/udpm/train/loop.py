@@ -1,0 +1,293 @@
+"""The training loop shared by every method: data, warm-up, EMA, logs, grids, checkpoints.
+
+A run directory holds ``config.yaml``, ``metrics.jsonl``, ``samples/`` and
+``checkpoints/``. ``resume=True`` continues from the newest checkpoint exactly: the
+weights, optimisers, EMA, step and every random generator are restored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from udpm.errors import UDPMError
+from udpm.methods import get_method
+from udpm.methods.base import NonFiniteLoss
+from udpm.train import checkpoint as ckpt
+from udpm.train.config import Config
+from udpm.train.ema import EMA
+
+
+class Batches:
+    """Shuffled mini-batches of an in-memory uint8 image tensor, with resumable state."""
+
+    def __init__(self, images, labels, batch_size: int, hflip: bool, seed: int):
+        if batch_size > len(images):
+            raise UDPMError(f"batch size {batch_size} exceeds the {len(images)} images")
+        self.images, self.labels = images, labels
+        self.batch_size, self.hflip = batch_size, hflip
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm, self.pos = torch.randperm(len(images), generator=self.gen), 0
+
+    def next(self, indices: slice | None = None):
+        """The next global batch, scaled to [-1, 1]; ``indices`` selects this rank's part."""
+        if self.pos + self.batch_size > len(self.perm):
+            self.perm, self.pos = torch.randperm(len(self.images), generator=self.gen), 0
+        idx = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        flip = torch.rand(len(idx), generator=self.gen) < 0.5
+        if indices is not None:
+            idx, flip = idx[indices], flip[indices]
+        x = self.images[idx].float() / 127.5 - 1
+        if self.hflip:
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        labels = None if self.labels is None else self.labels[idx]
+        return x, labels
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        self.perm, self.pos = state["perm"], int(state["pos"])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UDPMError(f"device {name} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def autocast_dtype(amp: str, device: torch.device):
+    """bf16 autocast on CUDA, full fp32 on CPU (``amp: auto``)."""
+    if amp == "fp32" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp in ("bf16", "auto"):
+        return torch.bfloat16
+    raise UDPMError(f"amp must be auto, bf16 or fp32, got {amp!r}")
+
+
+def prepare_run_dir(out: Path, config: Config, resume: bool) -> Config:
+    """Create ``out`` for a new run, or read the config of the run to resume.
+
+    A new run refuses a directory that already holds a run, so nothing is overwritten.
+    """
+    config_file = out / "config.yaml"
+    if resume:
+        if not config_file.is_file() or not ckpt.checkpoint_steps(out):
+            raise UDPMError(f"--resume: {out} holds no run with a checkpoint to resume")
+        saved = Config.from_dict(yaml.safe_load(config_file.read_text()))
+        saved.steps = config.steps  # the one field a resumed run may change: go further
+        return saved
+    if config_file.exists() or ckpt.checkpoint_steps(out):
+        raise UDPMError(f"{out} already holds a run; pass --resume or choose another --out")
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (out / "samples").mkdir(exist_ok=True)
+    ckpt.atomic_write(config_file, lambda tmp: Path(tmp).write_text(config.to_yaml()))
+    return config
+
+
+class Logger:
+    """``metrics.jsonl`` always; TensorBoard too when it is installed."""
+
+    def __init__(self, out: Path, enabled: bool = True):
+        self.file = open(out / "metrics.jsonl", "a") if enabled else None
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"))
+            except Exception:  # tensorboard is an optional extra
+                self.tb = None
+
+    def log(self, record: dict) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, int | float):
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+class Trainer:
+    """Runs ``config.steps`` steps of ``config.method`` and writes the run directory."""
+
+    def __init__(self, config: Config, out: Path, resume: bool = False, progress: bool = True,
+                 rank: int = 0, world_size: int = 1):
+        self.out, self.progress = Path(out), progress
+        self.rank, self.world_size = rank, world_size
+        self.is_main = rank == 0
+        self.config = prepare_run_dir(self.out, config, resume) if self.is_main else config
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.data = self._load_data()
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed + rank)
+        method_cls = get_method(cfg.method)
+        self.method = method_cls(cfg, self.device, self.num_classes,
+                                 autocast_dtype(cfg.amp, self.device), rank=rank)
+        self.ema = EMA(self.method.generator, cfg.ema_decay)
+        self.batches = Batches(self.data.images, self.data.labels if cfg.class_conditional
+                               else None, cfg.batch_size, cfg.hflip, cfg.seed + 12345)
+        self.step, self.train_seconds = 0, 0.0
+        if resume:
+            self._restore(ckpt.checkpoint_steps(self.out)[-1])
+
+    def _load_data(self):
+        from udpm.data import load_source
+        from udpm.processes.upsampling import UpsamplingProcess
+
+        cfg = self.config
+        if cfg.method == "udpm":
+            UpsamplingProcess(cfg.alphas, cfg.sigmas).check_resolution(cfg.resolution)
+        data = load_source(cfg.data, resolution=cfg.resolution, channels=cfg.channels,
+                           max_images=cfg.max_images)
+        self.num_classes = data.num_classes if cfg.class_conditional else 0
+        if cfg.class_conditional and not self.num_classes:
+            raise UDPMError(f"class_conditional is set but {cfg.data} has no labels")
+        return data
+
+    # --- checkpoints -----------------------------------------------------------------
+
+    def meta(self) -> dict:
+        cfg = self.config
+        return {
+            "kind": "generator", "method": cfg.method, "step": self.step,
+            "config": cfg.to_dict(), "num_classes": self.num_classes,
+            "class_names": list(self.data.class_names or []) if self.num_classes else [],
+            "train_seconds": round(self.train_seconds, 1), "images_seen":
+            self.step * cfg.batch_size, "data": str(cfg.data), "udpm_version": _version(),
+        }
+
+    def save(self) -> None:
+        if not self.is_main:
+            return
+        ckpt.save_model(ckpt.model_path(self.out, self.step), self.ema.state_dict(), self.meta())
+        state = {
+            "step": self.step, "train_seconds": self.train_seconds,
+            "method": self.method.state_dict(), "ema": self.ema.state_dict(),
+            "batches": self.batches.state_dict(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        ckpt.save_state(ckpt.state_path(self.out, self.step), state)
+        ckpt.prune(self.out, self.config.keep)
+
+    def _restore(self, step: int) -> None:
+        state = ckpt.load_state(ckpt.state_path(self.out, step))
+        self.method.load_state_dict(state["method"])
+        self.ema.load_state_dict(state["ema"])
+        self.batches.load_state_dict(state["batches"])
+        self.step, self.train_seconds = int(state["step"]), float(state["train_seconds"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    # --- the loop --------------------------------------------------------------------
+
+    def sample_grid(self) -> None:
+        from udpm.data import save_image_grid
+
+        n = 64
+        labels = (torch.arange(n) % self.num_classes).to(self.device) if self.num_classes else None
+        images = self.method.sample(self.ema.model, range(n), labels)
+        save_image_grid(images.clamp(-1, 1).cpu(), self.out / "samples" /
+                        f"step-{self.step:07d}.png", nrow=8)
+
+    def run(self) -> Path:
+        cfg = self.config
+        logger = Logger(self.out, enabled=self.is_main)
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and
+                   self.is_main), desc=f"train {cfg.method}", dynamic_ncols=True)
+        window, t_window, n_window = {}, time.perf_counter(), 0
+        try:
+            while self.step < cfg.steps:
+                t0 = time.perf_counter()
+                logs = self._one_step()
+                self.train_seconds += time.perf_counter() - t0
+                n_window += 1
+                for k, v in logs.items():
+                    window.setdefault(k, []).append(v)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    elapsed = time.perf_counter() - t_window
+                    record = _summarise(window, self.step, n_window * cfg.batch_size / elapsed)
+                    logger.log(record)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in record.items()
+                                     if k in ("loss_g", "loss_d", "l1", "img_per_s")})
+                    window, t_window, n_window = {}, time.perf_counter(), 0
+                bar.update(1)
+                if self.is_main and self.step % cfg.sample_every == 0:
+                    self.sample_grid()
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save()
+            if not ckpt.checkpoint_steps(self.out) or ckpt.checkpoint_steps(self.out)[-1] != \
+                    self.step:
+                self.save()
+        finally:
+            bar.close()
+            logger.close()
+        return ckpt.model_path(self.out, self.step)
+
+    def _one_step(self) -> dict:
+        self.method.set_lr(self.step)
+        x0, labels = self.batches.next(self.rank_slice())
+        x0 = x0.to(self.device)
+        labels = None if labels is None else labels.to(self.device)
+        try:
+            logs = self.method.step(x0, labels, self.step)
+        except NonFiniteLoss as exc:
+            good = ckpt.checkpoint_steps(self.out)
+            kept = f"the last good checkpoint (step {good[-1]}) is kept" if good else \
+                "no checkpoint had been written yet"
+            raise UDPMError(f"training stopped at step {self.step}: {exc}; {kept} in "
+                            f"{self.out / 'checkpoints'}") from None
+        self.ema.update(self.method.generator, self.step)
+        self.step += 1
+        return logs
+
+    def rank_slice(self) -> slice | None:
+        if self.world_size == 1:
+            return None
+        per = self.config.batch_size // self.world_size
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+
+def _summarise(window: dict, step: int, img_per_s: float) -> dict:
+    record = {"step": step, "img_per_s": round(img_per_s, 2)}
+    for k, values in window.items():
+        if k == "level":
+            for l in sorted(set(values)):
+                record[f"level_{l}_share"] = values.count(l) / len(values)
+        else:
+            record[k] = sum(values) / len(values)
+            if not math.isfinite(record[k]):
+                record[k] = str(record[k])
+    return record
+
+
+def _version() -> str:
+    from udpm import __version__
+
+    return __version__
+
+
+def train(config: Config, out, resume: bool = False, progress: bool = True) -> Path:
+    """Train ``config`` into the run directory ``out``; returns the last model file."""
+    return Trainer(config, Path(out), resume=resume, progress=progress).run()
