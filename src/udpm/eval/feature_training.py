@@ -100,7 +100,9 @@ def accuracies(pred: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     }
 
 
-def train_feature_network(options: TrainOptions, out: str | os.PathLike | None = None) -> dict:
+def train_feature_network(
+    options: TrainOptions, out: str | os.PathLike | None = None, log=None
+) -> dict:
     """Train a `FeatureNet` on ``options.data``; save it to ``out`` if given; return its record."""
     from udpm.eval.features import save_feature_network
 
@@ -117,7 +119,7 @@ def train_feature_network(options: TrainOptions, out: str | os.PathLike | None =
     torch.manual_seed(options.seed)  # initial weights
     net = FeatureNet(config)
     start = time.perf_counter()
-    _fit(net, to_signed(images[train_idx]), labels[train_idx], options)
+    _fit(net, to_signed(images[train_idx]), labels[train_idx], options, log)
     train_acc = accuracies(predict(net, images[train_idx]), labels[train_idx])
     held_acc = accuracies(predict(net, images[heldout_idx]), labels[heldout_idx])
     info = {
@@ -138,7 +140,7 @@ def train_feature_network(options: TrainOptions, out: str | os.PathLike | None =
     return info
 
 
-def _fit(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, options: TrainOptions) -> None:
+def _fit(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, options: TrainOptions, log=None) -> None:
     """Class-balanced cross-entropy, AdamW, cosine learning rate, one generator for all draws."""
     g = torch.Generator().manual_seed(options.seed + 1)
     counts = torch.bincount(y, minlength=net.config.num_classes).clamp(min=1).float()
@@ -149,6 +151,8 @@ def _fit(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, options: TrainOption
     net.train()
     for step in range(total):
         if step % steps_per_epoch == 0:
+            if step and log:
+                log(f"epoch {step // steps_per_epoch}/{options.epochs} loss {loss.item():.3f}")
             order = torch.randperm(len(x), generator=g)
         batch = order[(step % steps_per_epoch) * options.batch_size :][: options.batch_size]
         for group in opt.param_groups:

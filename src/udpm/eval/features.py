@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
     )
     try:
-        info = train_feature_network(options, out=args.out)
+        info = train_feature_network(options, out=args.out, log=print)
     except UDPMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -73,15 +73,15 @@ class UDPMMethod(Method):
             D.requires_grad_(False)  # G's step needs D's input gradient only
         loss = y_hat.new_zeros(())
         if cfg.lambda_l1[l - 1] > 0:
-            logs["l1"] = float(l1 := (y_hat - y).abs().mean())
+            logs["l1"] = float((l1 := (y_hat - y).abs().mean()).detach())
             loss = loss + cfg.lambda_l1[l - 1] * l1
         if cfg.lambda_perceptual[l - 1] > 0 and self.perceptual.available:
-            logs["perceptual"] = float(per := self.perceptual(y_hat, y))
+            logs["perceptual"] = float((per := self.perceptual(y_hat, y)).detach())
             loss = loss + cfg.lambda_perceptual[l - 1] * per
         if D is not None and lam_adv > 0:
             with self.autocast():
                 adv = generator_adversarial(D(y_hat + noise_fake, t, labels).float())
-            logs["adv_g"] = float(adv)
+            logs["adv_g"] = float(adv.detach())
             loss = loss + lam_adv * adv
         logs["loss_g"] = self.optimise("G", loss, f"the generator loss at level {l}/{L}")
         if D is not None:
