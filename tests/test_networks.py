@@ -18,6 +18,16 @@ TINY_UNET = dict(
 TINY_DISC = dict(model_channels=8, channel_mult=(1, 2, 2, 2), resolution=32, num_levels=3)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # These nets are tiny: on a shared 2-core machine a second OpenMP thread mostly waits
+    # for the first, and slows each conv by 10-100x when another process holds a core.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def perturbed(net, scale=0.1):
     """The same net with every parameter moved off its (partly zero) initial value."""
     with torch.no_grad():
@@ -130,8 +140,10 @@ def test_disc_presets_match_paper(name, paper_millions):
 def test_cpu_presets_are_small_and_run():
     unet = UNet(**UNET_PRESETS["emoji32-cpu"])
     disc = Discriminator(**DISC_PRESETS["emoji32-cpu"])
-    assert 1e6 <= count_parameters(unet) <= 3e6
-    assert 0.5e6 <= count_parameters(disc) <= 1.5e6
+    # Small enough for 2 CPU cores (the pretrained model was trained on one such machine).
+    assert 0.5e6 <= count_parameters(unet) <= 3e6
+    assert 0.1e6 <= count_parameters(disc) <= 1.5e6
+
     for size in (16, 8, 4):  # the three UDPM levels of a 32px image
         assert unet(torch.randn(2, 3, size, size), 0.5).shape == (2, 3, 2 * size, 2 * size)
         assert disc(torch.randn(2, 3, 2 * size, 2 * size), 0.5).shape == (2,)

@@ -33,7 +33,9 @@ class TrainOptions:
     lr: float = 3e-3  # peak learning rate, cosine-decayed to 0
     weight_decay: float = 5e-4  # AdamW decoupled weight decay
     heldout_fraction: float = 0.15  # of each class, kept out of training to measure accuracy
-    widths: tuple[int, ...] = (32, 64, 128)  # channels per stage; the feature size is the last
+    widths: tuple[int, ...] = (32, 64, 128, 256)  # channels per stage; the feature is the last
+    convs_per_stage: int = 1  # 3×3 conv blocks per stage
+    class_balanced: bool = True  # weight the loss by inverse class frequency
     shift: int = 3  # largest translation in pixels (augmentation)
     threads: int = 1  # torch CPU threads; 1 leaves the machine to others
 
@@ -113,6 +115,7 @@ def train_feature_network(
         resolution=images.shape[-1],
         in_channels=images.shape[1],
         widths=tuple(options.widths),
+        convs_per_stage=options.convs_per_stage,
         num_classes=len(names),
         class_names=tuple(names),
     )
@@ -145,15 +148,18 @@ def _fit(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, options: TrainOption
     g = torch.Generator().manual_seed(options.seed + 1)
     counts = torch.bincount(y, minlength=net.config.num_classes).clamp(min=1).float()
     class_weight = counts.sum() / (len(counts) * counts)  # inverse frequency, mean 1 over data
+    if not options.class_balanced:
+        class_weight = None
     opt = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     steps_per_epoch = math.ceil(len(x) / options.batch_size)
     total = options.epochs * steps_per_epoch
     net.train()
+    running = 0.0
     for step in range(total):
         if step % steps_per_epoch == 0:
             if step and log:
-                log(f"epoch {step // steps_per_epoch}/{options.epochs} loss {loss.item():.3f}")
-            order = torch.randperm(len(x), generator=g)
+                log(f"epoch {step // steps_per_epoch}/{options.epochs} loss {running:.3f}")
+            order, running = torch.randperm(len(x), generator=g), 0.0
         batch = order[(step % steps_per_epoch) * options.batch_size :][: options.batch_size]
         for group in opt.param_groups:
             group["lr"] = options.lr * 0.5 * (1 + math.cos(math.pi * step / total))
@@ -162,3 +168,6 @@ def _fit(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, options: TrainOption
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        running += loss.item() / steps_per_epoch
+    if log:
+        log(f"epoch {options.epochs}/{options.epochs} loss {running:.3f}")

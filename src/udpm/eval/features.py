@@ -237,6 +237,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--widths", default=",".join(map(str, d.widths)), help="channels per stage, e.g. 32,64,128"
     )
+    p.add_argument(
+        "--convs-per-stage", type=int, default=d.convs_per_stage, help="3x3 convs per stage"
+    )
+    p.add_argument(
+        "--unbalanced",
+        action="store_true",
+        help="plain cross-entropy instead of weighting classes by inverse frequency",
+    )
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     return p
 
@@ -254,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         weight_decay=args.weight_decay,
         heldout_fraction=args.heldout_fraction,
         widths=tuple(int(w) for w in args.widths.split(",")),
+        convs_per_stage=args.convs_per_stage,
+        class_balanced=not args.unbalanced,
         threads=args.threads,
     )
     try:

@@ -49,7 +49,7 @@ DISC_PRESETS: dict[str, dict] = {
     ),
     "emoji32-cpu": dict(
         image_channels=3,
-        model_channels=32,
+        model_channels=16,
         channel_mult=(1, 2, 4, 4),
         resolution=32,
         num_levels=3,
@@ -77,7 +77,7 @@ def minibatch_std(h: torch.Tensor, group_size: int = 4) -> torch.Tensor:
 
 
 class Discriminator(nn.Module):
-    """D(x_{l-1}, t, class) -> logits (N,); any input size divisible by ``2**(len(channel_mult)-1)``.
+    """D(x_{l-1}, t, class) -> logits (N,), for any size divisible by ``2**(len(channel_mult)-1)``.
 
     Args:
         image_channels: C, channels of the input image.

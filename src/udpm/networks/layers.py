@@ -78,7 +78,7 @@ class Resample(nn.Module):
 
 
 class FourierFeatures(nn.Module):
-    """Random Fourier features of a scalar, ``[cos(2π f t), sin(2π f t)]`` with ``f ~ N(0, scale²)``.
+    """Random Fourier features of a scalar: ``[cos(2π f t), sin(2π f t)]``, ``f ~ N(0, scale²)``.
 
     The frequencies are a persistent buffer, so a reloaded network embeds t identically.
     """

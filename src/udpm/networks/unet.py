@@ -17,8 +17,8 @@ from torch import nn
 from udpm.errors import UDPMError
 from udpm.networks.layers import (
     SKIP_SCALE,
-    ResBlock,
     Resample,
+    ResBlock,
     TimeEmbedding,
     batch_times,
     conv2d,
@@ -168,7 +168,9 @@ class UNet(nn.Module):
             for idx in range(num_blocks + 1):
                 last = idx == num_blocks
                 in_ch = ch + skip_widths.pop()
-                blocks.append(ResBlock(in_ch, widths[level], attention=last and attn[level], **block))
+                blocks.append(
+                    ResBlock(in_ch, widths[level], attention=last and attn[level], **block)
+                )
                 ch = widths[level]
             self.dec.append(blocks)
         self.out_norm = group_norm(ch)

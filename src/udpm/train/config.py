@@ -118,7 +118,7 @@ PRESETS: dict[str, dict] = {
     ),
     # Small enough for 2 CPU cores; see README "Pretrained model" for its measured quality.
     "emoji32-cpu": dict(
-        data="emoji32", resolution=32, batch_size=32, steps=6000, lr=5e-4, warmup=200,
+        data="emoji32", resolution=32, batch_size=32, steps=6000, lr=2e-4, warmup=200,
         ema_decay=0.999, r1=(0.025, 0.1, 0.4), perceptual="none",
         lambda_l1=(1.0, 1.0, 0.0), lambda_perceptual=(0.0, 0.0, 0.0),
         lambda_adv=(0.2, 0.5, 1.0), instance_noise_every=200,
