@@ -93,8 +93,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# Paper hyperparameters (UDPM, NeurIPS 2024, Tables 3-5 and the design page). The G dropout
-# values are not given in the text; 0.1 is NCSN++'s CIFAR default and 0.05 its 64 px one.
+# Paper hyperparameters (UDPM, NeurIPS 2024, Tables 3-5 and the design page). The paper's
+# text does not give the generator's dropout; the network presets use EDM's values.
 _PAPER_COMMON = dict(
     lr=1e-4, warmup=5000, ema_decay=0.9999, batch_size=64, steps=600_000,
     lambda_l1=(1.0, 1.0, 0.0), lambda_perceptual=(4.0, 4.0, 0.0), lambda_adv=(0.2, 0.5, 1.0),
@@ -104,17 +104,17 @@ PRESETS: dict[str, dict] = {
     "cifar10": dict(
         _PAPER_COMMON, data="cifar-10-python.tar.gz", resolution=32, class_conditional=True,
         r1=(0.025, 0.1, 0.4), network_preset="cifar10", discriminator_preset="cifar10",
-        network_overrides={"dropout": 0.1}, discriminator_overrides={"dropout": 0.4},
+        discriminator_overrides={"dropout": 0.4},
     ),
     "ffhq64": dict(
         _PAPER_COMMON, data="ffhq64.zip", resolution=64, r1=(0.1, 0.4, 0.8),
         network_preset="ffhq64", discriminator_preset="ffhq64",
-        network_overrides={"dropout": 0.05}, discriminator_overrides={"dropout": 0.2},
+        discriminator_overrides={"dropout": 0.2},
     ),
     "afhqv2-64": dict(
         _PAPER_COMMON, data="afhqv2-64.zip", resolution=64, r1=(0.1, 0.4, 0.8),
         network_preset="afhqv2-64", discriminator_preset="afhqv2-64",
-        network_overrides={"dropout": 0.05}, discriminator_overrides={"dropout": 0.3},
+        discriminator_overrides={"dropout": 0.3},
     ),
     # Small enough for 2 CPU cores; see README "Pretrained model" for its measured quality.
     "emoji32-cpu": dict(
