@@ -28,7 +28,10 @@ def _alpha_sigma(n):
 
 
 def test_conversions_round_trip():
-    x0, eps = torch.randn(5, 3, 4, 4, dtype=torch.float64), torch.randn(5, 3, 4, 4, dtype=torch.float64)
+    x0, eps = (
+        torch.randn(5, 3, 4, 4, dtype=torch.float64),
+        torch.randn(5, 3, 4, 4, dtype=torch.float64),
+    )
     alpha, sigma = _alpha_sigma(5)
     x_t = alpha * x0 + sigma * eps
     v = v_from_eps_x0(eps, x0, alpha, sigma)
@@ -91,7 +94,9 @@ def test_loss_is_zero_for_the_right_answer_and_reproducible():
     }
     for name, net in oracle.items():
         for weighting in ("eps", "x0", "v"):
-            loss = diffusion_loss(net, p, x0, t=t, noise=noise, parameterization=name, weighting=weighting)
+            loss = diffusion_loss(
+                net, p, x0, t=t, noise=noise, parameterization=name, weighting=weighting
+            )
             assert loss.item() < 1e-8, (name, weighting)
     net = Recorder(1)
     a = diffusion_loss(net, p, x0, generator=torch.Generator().manual_seed(3))
@@ -109,7 +114,10 @@ def _coef(process, t):
     "process, t",
     [
         (DiscreteGaussianProcess.linear(), torch.tensor([3, 300, 900])),
-        (ContinuousGaussianProcess(resolution=128), torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)),
+        (
+            ContinuousGaussianProcess(resolution=128),
+            torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64),
+        ),
     ],
 )
 def test_weightings_follow_seed_004(process, t):
@@ -122,7 +130,9 @@ def test_weightings_follow_seed_004(process, t):
         for w in ("eps", "x0", "v")
     }
     v_hat = net(process.q_sample(x0, t, noise), process.network_time(t))
-    err_v = ((v_hat - v_from_eps_x0(noise, x0, alpha, sigma)) ** 2).mean(dim=(1, 2, 3), keepdim=True)
+    err_v = ((v_hat - v_from_eps_x0(noise, x0, alpha, sigma)) ** 2).mean(
+        dim=(1, 2, 3), keepdim=True
+    )
     torch.testing.assert_close(losses["v"], err_v.mean())
     torch.testing.assert_close(losses["eps"], (alpha**2 * err_v).mean())
     torch.testing.assert_close(losses["x0"], (sigma**2 * err_v).mean())

@@ -96,7 +96,10 @@ def _dense_posterior(alpha_s, sigma_s, alpha_ts, sigma_ts, x0, x_t):
     d = x0.numel()
     eye, zero = torch.eye(d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64)
     A = torch.cat(
-        [torch.cat([sigma_s * eye, zero], 1), torch.cat([alpha_ts * sigma_s * eye, sigma_ts * eye], 1)]
+        [
+            torch.cat([sigma_s * eye, zero], 1),
+            torch.cat([alpha_ts * sigma_s * eye, sigma_ts * eye], 1),
+        ]
     )
     cov = A @ A.T
     mu_s = alpha_s * x0.flatten()
@@ -110,17 +113,24 @@ def _dense_posterior(alpha_s, sigma_s, alpha_ts, sigma_ts, x0, x_t):
 def _check_posterior(mean, var, dense_mean, dense_var):
     torch.testing.assert_close(mean, dense_mean, rtol=1e-9, atol=1e-12)
     d = dense_var.shape[0]
-    torch.testing.assert_close(var.item() * torch.eye(d, dtype=torch.float64), dense_var, atol=1e-12, rtol=1e-9)
+    torch.testing.assert_close(
+        var.item() * torch.eye(d, dtype=torch.float64), dense_var, atol=1e-12, rtol=1e-9
+    )
 
 
 @pytest.mark.parametrize("t, s", [(1, 0), (500, 499), (999, 998), (700, 300), (0, -1), (600, -1)])
 def test_discrete_posterior_matches_dense_bayes(t, s):
     p = DiscreteGaussianProcess.linear()
-    x0, x_t = torch.randn(1, 1, 2, 2, dtype=torch.float64), torch.randn(1, 1, 2, 2, dtype=torch.float64)
+    x0, x_t = (
+        torch.randn(1, 1, 2, 2, dtype=torch.float64),
+        torch.randn(1, 1, 2, 2, dtype=torch.float64),
+    )
     # The step s -> t by chaining single steps: ᾱ_{t|s} = ∏ α_k, σ_{t|s}² = 1 - ∏ α_k.
     alpha_ts = math.sqrt(p.alphas[s + 1 : t + 1].prod().item())
     alpha_s = math.sqrt(p.alpha_bar(s).item())
-    dense = _dense_posterior(alpha_s, math.sqrt(1 - alpha_s**2), alpha_ts, math.sqrt(1 - alpha_ts**2), x0, x_t)
+    dense = _dense_posterior(
+        alpha_s, math.sqrt(1 - alpha_s**2), alpha_ts, math.sqrt(1 - alpha_ts**2), x0, x_t
+    )
     mean, var = p.posterior_mean_var(x0, x_t, torch.tensor([t]), torch.tensor([s]))
     _check_posterior(mean, var, *dense)
 
@@ -129,7 +139,10 @@ def test_discrete_posterior_is_ddpm_formula():
     """The text-book form (BASELINES.md): ``β̃_t`` and the two mean coefficients, s = t - 1."""
     p = DiscreteGaussianProcess.cosine()
     t = torch.tensor([3, 250, 998])
-    x0, x_t = torch.randn(3, 2, 4, 4, dtype=torch.float64), torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    x0, x_t = (
+        torch.randn(3, 2, 4, 4, dtype=torch.float64),
+        torch.randn(3, 2, 4, 4, dtype=torch.float64),
+    )
     ab, ab_prev, beta = p.alphas_cumprod[t], p.alphas_cumprod[t - 1], p.betas[t]
     c0 = (ab_prev.sqrt() * beta / (1 - ab)).view(-1, 1, 1, 1)
     ct = (p.alphas[t].sqrt() * (1 - ab_prev) / (1 - ab)).view(-1, 1, 1, 1)
@@ -145,7 +158,10 @@ def test_discrete_posterior_is_ddpm_formula():
 @pytest.mark.parametrize("interpolate", [False, True])
 def test_continuous_posterior_matches_dense_bayes(t, s, interpolate):
     p = ContinuousGaussianProcess(resolution=256, shift_interpolate=interpolate)
-    x0, x_t = torch.randn(1, 1, 2, 2, dtype=torch.float64), torch.randn(1, 1, 2, 2, dtype=torch.float64)
+    x0, x_t = (
+        torch.randn(1, 1, 2, 2, dtype=torch.float64),
+        torch.randn(1, 1, 2, 2, dtype=torch.float64),
+    )
     (alpha_t,), (sigma_t,) = (v.tolist() for v in p.alpha_sigma(torch.tensor([t])))
     (alpha_s,), (sigma_s,) = (v.tolist() for v in p.alpha_sigma(torch.tensor([s])))
     alpha_ts = alpha_t / alpha_s  # seed 004: α_{t|s} = α_t/α_s, σ_{t|s}² = σ_t² - α_{t|s}² σ_s²
@@ -163,7 +179,9 @@ def test_posterior_sample_uses_its_noise():
     torch.testing.assert_close(p.posterior_sample(x0, x_t, t, s, noise=z), mean + var.sqrt() * z)
     c = ContinuousGaussianProcess()
     mean, var = c.posterior_mean_var(x0, x_t, 0.7, 0.2)
-    torch.testing.assert_close(c.posterior_sample(x0, x_t, 0.7, 0.2, noise=z), mean + var.sqrt() * z)
+    torch.testing.assert_close(
+        c.posterior_sample(x0, x_t, 0.7, 0.2, noise=z), mean + var.sqrt() * z
+    )
 
 
 # --- logSNR --------------------------------------------------------------------------------
@@ -174,7 +192,9 @@ def test_shifted_schedule_is_base_plus_shift(d):
     t = torch.linspace(0, 1, 101, dtype=torch.float64)
     base = ContinuousGaussianProcess()
     shifted = ContinuousGaussianProcess(resolution=d)
-    torch.testing.assert_close(shifted.logsnr(t) - base.logsnr(t), torch.full_like(t, 2 * math.log(64 / d)))
+    torch.testing.assert_close(
+        shifted.logsnr(t) - base.logsnr(t), torch.full_like(t, 2 * math.log(64 / d))
+    )
     assert ContinuousGaussianProcess(resolution=64).logsnr(t).equal(base.logsnr(t))
 
 

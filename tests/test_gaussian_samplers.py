@@ -1,7 +1,5 @@
 """Gaussian samplers: step-by-step parity with diffusers, and exact moments on Gaussian data."""
 
-import math
-
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -34,7 +32,9 @@ def toy_model(x, t_index, alphas_cumprod, parameterization="eps"):
     """
     ab = alphas_cumprod[t_index.long()].float().view(-1, 1, 1, 1)
     alpha, sigma = ab.sqrt(), (1 - ab).sqrt()
-    eps = sigma * x / (0.25 * ab + 1 - ab) + 0.05 * torch.sin(3 * x + t_index.view(-1, 1, 1, 1) / 100)
+    eps = sigma * x / (0.25 * ab + 1 - ab) + 0.05 * torch.sin(
+        3 * x + t_index.view(-1, 1, 1, 1) / 100
+    )
     x0 = 0.5 * torch.tanh(x) + 0.05 * torch.cos(2 * x)
     return {"eps": eps, "x0": x0, "v": alpha * eps - sigma * x0}[parameterization]
 
@@ -96,7 +96,9 @@ def assert_trajectories_close(ours, theirs, atol):
 
 
 @pytest.mark.parametrize("steps", [1, 7, 10, 30, 50, 999, 1000])
-@pytest.mark.parametrize("spacing, offset", [("leading", 0), ("leading", 1), ("trailing", 0), ("linspace", 0)])
+@pytest.mark.parametrize(
+    "spacing, offset", [("leading", 0), ("leading", 1), ("trailing", 0), ("linspace", 0)]
+)
 def test_timestep_grid_matches_diffusers(steps, spacing, offset):
     if (steps - 1) * (T // steps) + offset > T - 1:  # offset pushes the top past T - 1
         with pytest.raises(UDPMError, match="outside"):
@@ -120,7 +122,9 @@ def test_grids():
 
 
 @pytest.mark.parametrize("steps", [10, 50, 1000])
-@pytest.mark.parametrize("variance, variance_type", [("beta", "fixed_large"), ("beta_tilde", "fixed_small")])
+@pytest.mark.parametrize(
+    "variance, variance_type", [("beta", "fixed_large"), ("beta_tilde", "fixed_small")]
+)
 def test_ddpm_matches_diffusers_step_by_step(ddpm_noise, steps, variance, variance_type):
     p = DiscreteGaussianProcess.linear()
     noises = seeded_gaussian_noises(SHAPE, range(3), steps)
@@ -134,17 +138,29 @@ def test_ddpm_matches_diffusers_step_by_step(ddpm_noise, steps, variance, varian
 
 
 @pytest.mark.parametrize("parameterization", ["eps", "x0", "v"])
-@pytest.mark.parametrize("steps", [10, 50])
-def test_ddpm_matches_stock_diffusers(ddpm_noise, parameterization, steps):
-    """The float32 diffusers scheduler as shipped, every parameterisation."""
+@pytest.mark.parametrize("steps, clip", [(10, False), (50, False), (10, True)])
+def test_ddpm_matches_stock_diffusers(ddpm_noise, parameterization, steps, clip):
+    """The float32 diffusers scheduler as shipped, every parameterisation, with clipping."""
     p = DiscreteGaussianProcess.linear()
     noises = seeded_gaussian_noises(SHAPE, range(2), steps)
     net = ToyNetwork(p, parameterization)
-    ours = sample_ddpm(net, p, SHAPE, noises=noises, steps=steps, variance="beta_tilde",
-                       parameterization=parameterization)
+    ours = sample_ddpm(
+        net,
+        p,
+        SHAPE,
+        noises=noises,
+        steps=steps,
+        variance="beta_tilde",
+        parameterization=parameterization,
+        clip_x0=0.4 if clip else None,
+    )
     ddpm_noise.extend(noises[1:])
-    ref = DDPMScheduler(num_train_timesteps=T, clip_sample=False,
-                        prediction_type=PREDICTION_TYPE[parameterization])
+    ref = DDPMScheduler(
+        num_train_timesteps=T,
+        clip_sample=clip,
+        clip_sample_range=0.4,
+        prediction_type=PREDICTION_TYPE[parameterization],
+    )
     inputs, x0 = run_diffusers(ref, steps, noises, p, parameterization)
     assert_trajectories_close(net.inputs + [ours], inputs + [x0], atol=3e-5)
 
@@ -168,12 +184,25 @@ def test_ddim_matches_stock_diffusers(parameterization, clip):
     p = DiscreteGaussianProcess.linear()
     noises = seeded_gaussian_noises(SHAPE, range(2), 20)
     net = ToyNetwork(p, parameterization)
-    ours = sample_ddim(net, p, SHAPE, noises=noises, steps=20, eta=0.5,
-                       parameterization=parameterization, clip_x0=1.0 if clip else None)
-    ref = DDIMScheduler(num_train_timesteps=T, clip_sample=clip,
-                        prediction_type=PREDICTION_TYPE[parameterization])
-    inputs, x0 = run_diffusers(ref, 20, noises, p, parameterization, eta=0.5,
-                               use_clipped_model_output=True)
+    ours = sample_ddim(
+        net,
+        p,
+        SHAPE,
+        noises=noises,
+        steps=20,
+        eta=0.5,
+        parameterization=parameterization,
+        clip_x0=0.4 if clip else None,  # the toy's x̂ reaches about 0.55
+    )
+    ref = DDIMScheduler(
+        num_train_timesteps=T,
+        clip_sample=clip,
+        clip_sample_range=0.4,
+        prediction_type=PREDICTION_TYPE[parameterization],
+    )
+    inputs, x0 = run_diffusers(
+        ref, 20, noises, p, parameterization, eta=0.5, use_clipped_model_output=True
+    )
     assert_trajectories_close(net.inputs + [ours], inputs + [x0], atol=3e-5)
 
 
@@ -188,7 +217,8 @@ def test_previous_timestep_comes_from_the_grid(ddpm_noise):
     ours_ddim = sample_ddim(ToyNetwork(p), p, SHAPE, noises=noises, steps=grid, eta=1.0)
     net = ToyNetwork(p)
     ours_ddpm = sample_ddpm(net, p, SHAPE, noises=noises, steps=grid, variance="beta_tilde")
-    ddpm_noise.extend(noises[1:])
+    # The grid ends at t = 32 > 0, where diffusers draws noise for a variance of 1e-20.
+    ddpm_noise.extend(noises[1:] + [torch.zeros_like(noises[0])])
     ref = DDPMScheduler(num_train_timesteps=T, clip_sample=False, timestep_spacing="trailing")
     inputs, x0 = run_diffusers(float64_schedule(ref, p), 30, noises, p)
     assert_trajectories_close(net.inputs + [ours_ddpm], inputs + [x0], atol=1e-5)
@@ -222,11 +252,15 @@ def test_network_sees_contract_times():
 
     labels = torch.tensor([3, 1])
     sample_ddim(net, p, SHAPE, n=2, steps=4, class_labels=labels)
-    assert [s[0].tolist() for s in seen] == [[(t + 0.5) / T] * 2 for t in (750, 500, 250, 0)]
+    times = torch.stack([s[0] for s in seen])
+    torch.testing.assert_close(
+        times, torch.tensor([[(t + 0.5) / T] * 2 for t in (750, 500, 250, 0)])
+    )
     assert all(s[1] is labels for s in seen) and seen[0][0].dtype == torch.float32
     seen.clear()
     sample_continuous(net, ContinuousGaussianProcess(), SHAPE, n=2, steps=4)
-    assert [s[0].tolist() for s in seen] == [[t] * 2 for t in (1.0, 0.75, 0.5, 0.25)]
+    times = torch.stack([s[0] for s in seen])
+    torch.testing.assert_close(times, torch.tensor([[t] * 2 for t in (1.0, 0.75, 0.5, 0.25)]))
 
 
 def test_continuous_ancestral_is_ddim_eta_one():
@@ -268,7 +302,9 @@ def test_errors():
 
 D = 4  # a 1×2×2 image
 MEAN = torch.tensor([0.5, -0.3, 0.2, 0.0], dtype=torch.float64)
-_Q = torch.linalg.qr(torch.randn(D, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0]
+_Q = torch.linalg.qr(
+    torch.randn(D, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+)[0]
 EIGS = torch.tensor([0.1, 0.25, 0.5, 1.0], dtype=torch.float64)
 COV = _Q @ torch.diag(EIGS) @ _Q.T
 
@@ -298,14 +334,14 @@ class GaussianOracle:
 def exact_moments(sampler, network, process, steps, stochastic, **kw):
     """Mean and covariance of the sampler's output, exactly: with an affine denoiser the
     sampler is affine in its noise maps, ``x_0 = b + Σ_j A_j e_j``. One image with all-zero
-    noise gives ``b``; one image per unit noise vector gives a column of ``A``."""
-    maps = 1 + (steps - 1 if stochastic else 0)
+    noise gives ``b``; one image per unit noise vector gives a column of ``A``. Without
+    ``stochastic`` only ``x_T`` varies (the step noises are zero)."""
+    K = steps if isinstance(steps, int) else len(steps)
+    maps = K if stochastic else 1  # the other maps stay zero
     batch = 1 + D * maps
-    noises = []
+    noises = [torch.zeros(batch, 1, 2, 2) for _ in range(K)]
     for k in range(maps):
-        e = torch.zeros(batch, D)
-        e[1 + D * k : 1 + D * (k + 1)] = torch.eye(D)
-        noises.append(e.reshape(batch, 1, 2, 2))
+        noises[k].view(batch, D)[1 + D * k : 1 + D * (k + 1)] = torch.eye(D)
     out = sampler(network, process, (1, 2, 2), noises=noises, steps=steps, **kw)
     out = out.reshape(batch, D).double()
     A = (out[1:] - out[0]).T
@@ -317,20 +353,23 @@ def assert_moments(mean, cov, atol_mean, atol_cov, target_mean=MEAN, target_cov=
     assert (cov - target_cov).abs().max() < atol_cov, (cov, target_cov)
 
 
-@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
-def test_ddpm_reproduces_gaussian_data(variance):
+@pytest.mark.parametrize("variance, atol_cov", [("beta", 2e-3), ("beta_tilde", 1e-2)])
+def test_ddpm_reproduces_gaussian_data(variance, atol_cov):
+    """Algorithm 2 with the optimal ε̂ recovers ``N(m, C)``. The true reverse variance lies
+    between ``β̃`` and ``β`` (Ho et al., §3.2); ``β̃`` under-disperses by O(1/T): 0.0064 here,
+    against 0.0006 for ``β``."""
     p = DiscreteGaussianProcess.linear()
     mean, cov = exact_moments(sample_ddpm, GaussianOracle(p), p, T, True, variance=variance)
-    assert_moments(mean, cov, 1e-4, 5e-3)
+    assert_moments(mean, cov, 1e-4, atol_cov)
 
 
 def test_ddpm_moment_check_can_fail():
-    """A denoiser for ``N(m, 1.1 C)`` or a chain without step noise is caught."""
+    """A denoiser for ``N(m, 1.1 C)``, or the chain without its step noise, is caught."""
     p = DiscreteGaussianProcess.linear()
-    mean, cov = exact_moments(sample_ddpm, GaussianOracle(p, cov=1.1 * COV), p, 100, True)
-    assert (cov - COV).abs().max() > 5e-3 * 3
-    mean, cov = exact_moments(sample_ddpm, GaussianOracle(p), p, 100, False)  # z = 0
-    assert (cov - COV).abs().max() > 5e-3 * 3
+    mean, cov = exact_moments(sample_ddpm, GaussianOracle(p, cov=1.1 * COV), p, T, True)
+    assert (cov - COV).abs().max() > 3e-2
+    mean, cov = exact_moments(sample_ddpm, GaussianOracle(p), p, T, False)  # z = 0
+    assert (cov - COV).abs().max() > 3e-2
 
 
 def euler_ddim_moments(alphas, sigmas):
@@ -374,16 +413,21 @@ def test_ddim_monte_carlo():
     assert_moments(samples.mean(0), samples.T.cov(), 0.05, 0.1)
 
 
-@pytest.mark.parametrize("parameterization", ["eps", "v"])
-def test_continuous_sampler_reproduces_gaussian_data(parameterization):
+@pytest.mark.parametrize(
+    "parameterization, variance, steps, atol_cov",
+    [("eps", "beta", 256, 3e-3), ("v", "beta_tilde", 1024, 5e-3)],
+)
+def test_continuous_sampler_reproduces_gaussian_data(parameterization, variance, steps, atol_cov):
+    """Ancestral sampling of the shifted cosine schedule recovers ``N(m, C)`` (``β̃``
+    under-disperses by O(1/K): 0.011 at 256 steps, 0.0027 at 1024), and its η = 0 variant
+    is Euler's method on the probability flow, like DDIM."""
     p = ContinuousGaussianProcess(resolution=32)  # shifted: logSNR + 2 log 2
     net = GaussianOracle(p, parameterization)
     kw = {"parameterization": parameterization}
-    mean, cov = exact_moments(sample_continuous, net, p, 256, True, **kw)
-    assert_moments(mean, cov, 1e-3, 1e-2)
+    mean, cov = exact_moments(sample_continuous, net, p, steps, True, variance=variance, **kw)
+    assert_moments(mean, cov, 1e-4, atol_cov)
     grid = time_grid(64)
     mean, cov = exact_moments(sample_continuous, net, p, grid, False, eta=0.0, **kw)
     alpha, sigma = p.alpha_sigma(torch.tensor(grid))
     ref = euler_ddim_moments(alpha.tolist() + [1.0], sigma.tolist() + [0.0])
     assert_moments(mean, cov, 1e-4, 1e-4, *ref)
-

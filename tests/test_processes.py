@@ -43,7 +43,7 @@ def test_marginal_equals_chained_steps_exactly(kernel):
             # B_k = (ᾱ_l/ᾱ_k) σ_k H^{l-k}, acting on e_k of level k's size
             size = 8 // 2**k
 
-            def b_k(e, k=k):
+            def b_k(e, k=k, l=l):
                 return p.alpha_bar[l] / p.alpha_bar[k] * p.sigmas[k - 1] * p.degrade(e, l - k)
 
             b = dense(b_k, (1, size, size))
@@ -99,9 +99,12 @@ def test_exact_draw_has_covariance_sigma(kernel):
     zero_x, zero_h = torch.zeros(1, 1, 2, 2, dtype=torch.float64), None
     zero_h = torch.zeros(1, 1, size, size, dtype=torch.float64)
     # The draw is μ + S z; with x_l = h = 0 it is S z, so S Sᵀ must equal Σ exactly.
-    s = dense(lambda z: p.posterior_sample(zero_x.expand(len(z), -1, -1, -1),
-                                           zero_h.expand(len(z), -1, -1, -1), l, noise=z),
-              (1, size, size))
+    s = dense(
+        lambda z: p.posterior_sample(
+            zero_x.expand(len(z), -1, -1, -1), zero_h.expand(len(z), -1, -1, -1), l, noise=z
+        ),
+        (1, size, size),
+    )
     torch.testing.assert_close(s @ s.T, sigma)
     # And by Monte Carlo, with the mean included.
     x_l = torch.randn(1, 1, 2, 2, dtype=torch.float64).expand(40000, -1, -1, -1)
@@ -109,8 +112,12 @@ def test_exact_draw_has_covariance_sigma(kernel):
     draws = p.posterior_sample(x_l, h, l).reshape(40000, -1)
     emp = torch.cov(draws.T)
     assert (emp - sigma).abs().max().item() < 0.05 * sigma.diagonal().max().item()
-    torch.testing.assert_close(draws.mean(0), p.posterior_mean(x_l[:1], h[:1], l).flatten(),
-                               atol=4 * sigma.diagonal().max().sqrt().item() / 200, rtol=0)
+    torch.testing.assert_close(
+        draws.mean(0),
+        p.posterior_mean(x_l[:1], h[:1], l).flatten(),
+        atol=4 * sigma.diagonal().max().sqrt().item() / 200,
+        rtol=0,
+    )
 
 
 def test_level_one_is_a_point_mass():
@@ -136,7 +143,10 @@ def test_scalar_approximation_differs_where_the_schedule_says():
     # With the paper's schedules: about 1% at l = 2 and negligible (< 1e-6) at l = 3.
     a2 = (0.2 / 0.2) ** 2 * exact.marginal_var[1]
     assert a2 == pytest.approx(0.01, rel=1e-6)
-    x_l, h = torch.randn(1, 3, 4, 4, dtype=torch.float64), torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    x_l, h = (
+        torch.randn(1, 3, 4, 4, dtype=torch.float64),
+        torch.randn(1, 3, 8, 8, dtype=torch.float64),
+    )
     diff = exact.posterior_mean(x_l, h, 2) - scalar.posterior_mean(x_l, h, 2)
     torch.testing.assert_close(exact.operator.project(diff), torch.zeros_like(diff))
     assert diff.abs().max() > 1e-4
@@ -170,8 +180,9 @@ def test_shape_errors():
     with pytest.raises(ValueError, match="noise has shape"):
         p.q_sample(torch.zeros(1, 3, 8, 8), 1, noise=torch.zeros(1, 3, 8, 8))
     with pytest.raises(ValueError, match="noise has shape"):
-        p.posterior_sample(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 8, 8), 2,
-                           noise=torch.zeros(1, 3, 4, 4))
+        p.posterior_sample(
+            torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 8, 8), 2, noise=torch.zeros(1, 3, 4, 4)
+        )
     with pytest.raises(ValueError, match="h .* has shape"):
         p.posterior_mean(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4), 2)
     with pytest.raises(ValueError, match="level must be in 1..3"):

@@ -7,8 +7,9 @@ from udpm.processes import UpsamplingProcess
 from udpm.samplers import sample_udpm, seeded_noises
 
 
-@pytest.mark.parametrize("size, expected", [(32, [(4, 4), (8, 8), (16, 16)]),
-                                            (64, [(8, 8), (16, 16), (32, 32)])])
+@pytest.mark.parametrize(
+    "size, expected", [(32, [(4, 4), (8, 8), (16, 16)]), (64, [(8, 8), (16, 16), (32, 32)])]
+)
 def test_level_shapes(shuffle_net, size, expected):
     p = UpsamplingProcess()
     x, previews = sample_udpm(shuffle_net, p, (3, size, size), n=2, return_levels=True)

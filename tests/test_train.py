@@ -14,15 +14,33 @@ from udpm.train import checkpoint as ckpt
 from udpm.train.config import Config, apply_overrides, preset_config
 from udpm.train.loop import Trainer, train
 
-TINY_G = dict(model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[],
-              dropout=0.1, resolution=8)
+TINY_G = dict(
+    model_channels=8,
+    channel_mult=[1, 2],
+    num_blocks=1,
+    attn_resolutions=[],
+    dropout=0.1,
+    resolution=8,
+)
 TINY_D = dict(model_channels=8, channel_mult=[1, 2])
 
 
 def tiny_config(data, **kw) -> Config:
-    values = dict(data=str(data), resolution=16, batch_size=4, steps=4, warmup=2,
-                  ema_decay=0.9, perceptual="none", network=TINY_G, discriminator=TINY_D,
-                  log_every=1, sample_every=1000, checkpoint_every=2, keep=2)
+    values = dict(
+        data=str(data),
+        resolution=16,
+        batch_size=4,
+        steps=4,
+        warmup=2,
+        ema_decay=0.9,
+        perceptual="none",
+        network=TINY_G,
+        discriminator=TINY_D,
+        log_every=1,
+        sample_every=1000,
+        checkpoint_every=2,
+        keep=2,
+    )
     values.update(kw)
     return Config(**values)
 
@@ -31,8 +49,9 @@ def tiny_config(data, **kw) -> Config:
 def tiny_npz(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "tiny.npz"
-    np.savez(path, images=rng.integers(0, 255, (12, 16, 16, 3), dtype=np.uint8),
-             labels=np.arange(12) % 3)
+    np.savez(
+        path, images=rng.integers(0, 255, (12, 16, 16, 3), dtype=np.uint8), labels=np.arange(12) % 3
+    )
     return path
 
 
@@ -79,8 +98,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, tiny_npz):
     train(tiny_config(tiny_npz, steps=6), straight, progress=False)
     chunked = tmp_path / "chunked"
     train(tiny_config(tiny_npz, steps=3, checkpoint_every=3), chunked, progress=False)
-    train(tiny_config(tiny_npz, steps=6, checkpoint_every=3), chunked, resume=True,
-          progress=False)
+    train(tiny_config(tiny_npz, steps=6, checkpoint_every=3), chunked, resume=True, progress=False)
     full_a = ckpt.load_state(ckpt.state_path(straight, 6))
     full_b = ckpt.load_state(ckpt.state_path(chunked, 6))
     for name in ("G", "D"):
@@ -98,8 +116,11 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_checkpoint(tmp_path, tiny_npz
     generator = trainer.method.generator
     with torch.no_grad():
         next(generator.parameters()).fill_(float("nan"))
-    with pytest.raises(UDPMError, match=r"training stopped at step 2: .* became nan; the last "
-                       r"good checkpoint \(step 2\) is kept"):
+    with pytest.raises(
+        UDPMError,
+        match=r"training stopped at step 2: .* became nan; the last "
+        r"good checkpoint \(step 2\) is kept",
+    ):
         trainer.run()
     assert ckpt.checkpoint_steps(out) == [2]
     assert ckpt.model_path(out, 2).read_bytes() == before
@@ -137,8 +158,10 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path, tiny_npz):
 
 
 def test_overrides_and_presets():
-    config = apply_overrides(preset_config("emoji32-cpu"),
-                             ["ema_decay=0.5", "network.dropout=0.3", "alphas=[0.5, 0.3, 0.1]"])
+    config = apply_overrides(
+        preset_config("emoji32-cpu"),
+        ["ema_decay=0.5", "network.dropout=0.3", "alphas=[0.5, 0.3, 0.1]"],
+    )
     assert config.ema_decay == 0.5 and config.network["dropout"] == 0.3
     assert config.alphas == (0.5, 0.3, 0.1)
     with pytest.raises(UDPMError, match="unknown config field 'nope'"):

@@ -55,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("UDPM_DEBUG"):
             raise
         first = (str(exc).splitlines() or [""])[0]
-        print(f"udpm {args.command}: internal error: {type(exc).__name__}: {first} "
-              "(rerun with UDPM_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"udpm {args.command}: internal error: {type(exc).__name__}: {first} "
+            "(rerun with UDPM_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     return int(result or 0)
 

@@ -22,8 +22,7 @@ def _figure(rows: int, cols: int, size: float = 1.4):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size + 0.4),
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -31,12 +30,16 @@ def _figure(rows: int, cols: int, size: float = 1.4):
 
 
 def _show(ax, image: torch.Tensor) -> None:
-    ax.imshow(_display(image).numpy(), interpolation="nearest",
-              cmap="gray" if image.shape[0] == 1 else None)
+    ax.imshow(
+        _display(image).numpy(),
+        interpolation="nearest",
+        cmap="gray" if image.shape[0] == 1 else None,
+    )
 
 
-def forward_process_figure(process: UpsamplingProcess, x0: torch.Tensor, path: Path,
-                           seed: int = 0) -> Path:
+def forward_process_figure(
+    process: UpsamplingProcess, x0: torch.Tensor, path: Path, seed: int = 0
+) -> Path:
     """The paper's Figure 1: ``x_0 → x_1 → .. → x_L`` for each image of ``x0`` (N, C, H, W)."""
     gen = torch.Generator().manual_seed(seed)
     L = process.levels
@@ -49,13 +52,15 @@ def forward_process_figure(process: UpsamplingProcess, x0: torch.Tensor, path: P
         for i in range(len(x0)):
             _show(axes[i, l], x[i])
         axes[0, l].set_title(f"$x_{l}$ ({x.shape[-1]}px)", fontsize=9)
-    fig.suptitle("UDPM forward process: blur, subsample, add noise (each panel min-max scaled)",
-                 fontsize=9)
+    fig.suptitle(
+        "UDPM forward process: blur, subsample, add noise (each panel min-max scaled)", fontsize=9
+    )
     return _save(fig, path)
 
 
-def posterior_figure(process: UpsamplingProcess, x0: torch.Tensor, path: Path,
-                     draws: int = 4, seed: int = 0) -> Path:
+def posterior_figure(
+    process: UpsamplingProcess, x0: torch.Tensor, path: Path, draws: int = 4, seed: int = 0
+) -> Path:
     """Exact posterior draws ``x_{l-1} ~ q(x_{l-1} | x_l, x_0)`` given the true ``H^{l-1} x_0``.
 
     One row per level ``l = L..2`` for the first image of ``x0``.
@@ -64,8 +69,9 @@ def posterior_figure(process: UpsamplingProcess, x0: torch.Tensor, path: Path,
     L, x0 = process.levels, x0[:1]
     fig, axes = _figure(L - 1, draws + 2)
     for row, l in enumerate(range(L, 1, -1)):
-        x_l = process.q_sample(x0, l, noise=torch.randn(process.marginal(x0, l)[0].shape,
-                                                        generator=gen))
+        x_l = process.q_sample(
+            x0, l, noise=torch.randn(process.marginal(x0, l)[0].shape, generator=gen)
+        )
         h = process.degrade(x0, l - 1)
         _show(axes[row, 0], x_l[0])
         _show(axes[row, 1], h[0])
@@ -77,8 +83,9 @@ def posterior_figure(process: UpsamplingProcess, x0: torch.Tensor, path: Path,
     axes[0, 1].set_title("$H^{l-1}x_0$", fontsize=9)
     for j in range(draws):
         axes[0, j + 2].set_title(f"draw {j + 1}", fontsize=9)
-    fig.suptitle("Exact posterior draws of $x_{l-1}$ given $x_l$ and the true $H^{l-1}x_0$",
-                 fontsize=9)
+    fig.suptitle(
+        "Exact posterior draws of $x_{l-1}$ given $x_l$ and the true $H^{l-1}x_0$", fontsize=9
+    )
     return _save(fig, path)
 
 

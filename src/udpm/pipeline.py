@@ -23,8 +23,12 @@ def build_process(config: Config) -> UpsamplingProcess:
     from udpm.processes import process_from_config
 
     return process_from_config(
-        {"alphas": config.alphas, "sigmas": config.sigmas, "factor": config.factor,
-         "kernel": config.kernel}
+        {
+            "alphas": config.alphas,
+            "sigmas": config.sigmas,
+            "factor": config.factor,
+            "kernel": config.kernel,
+        }
     )
 
 
@@ -87,26 +91,48 @@ class Pipeline:
                 raise UDPMError(f"class must be in 0..{self.num_classes - 1}, got {class_label}")
             return torch.full((n,), class_label, dtype=torch.long)
         return torch.tensor(
-            [torch.randint(self.num_classes, (1,), generator=torch.Generator().manual_seed(
-                seed + i + 7919)).item() for i in range(n)]
+            [
+                torch.randint(
+                    self.num_classes, (1,), generator=torch.Generator().manual_seed(seed + i + 7919)
+                ).item()
+                for i in range(n)
+            ]
         )
 
-    def sample(self, n: int = 16, seed: int = 0, noises=None, class_label: int | None = None,
-               batch_size: int = 256, return_levels: bool = False, progress: bool = False,
-               **sampler_kwargs):
+    def sample(
+        self,
+        n: int = 16,
+        seed: int = 0,
+        noises=None,
+        class_label: int | None = None,
+        batch_size: int = 256,
+        return_levels: bool = False,
+        progress: bool = False,
+        **sampler_kwargs,
+    ):
         """``n`` images in ``[-1, 1]``, shape ``(n, C, H, W)``; image ``i`` uses seed ``seed+i``.
 
         ``noises`` (UDPM: the ``L`` per-level maps) overrides ``n`` and ``seed``.
         """
         from udpm.samplers.dispatch import sample_batches
 
-        return sample_batches(self, n=n, seed=seed, noises=noises, class_label=class_label,
-                              batch_size=batch_size, return_levels=return_levels,
-                              progress=progress, **sampler_kwargs)
+        return sample_batches(
+            self,
+            n=n,
+            seed=seed,
+            noises=noises,
+            class_label=class_label,
+            batch_size=batch_size,
+            return_levels=return_levels,
+            progress=progress,
+            **sampler_kwargs,
+        )
 
     def __repr__(self) -> str:
-        return (f"Pipeline(method={self.config.method}, image_shape={self.image_shape}, "
-                f"step={self.meta.get('step')}, process={self.process!r})")
+        return (
+            f"Pipeline(method={self.config.method}, image_shape={self.image_shape}, "
+            f"step={self.meta.get('step')}, process={self.process!r})"
+        )
 
 
 def load(path: str | Path | None = None, device: str | torch.device = "cpu") -> Pipeline:

@@ -10,8 +10,9 @@ HELP = "sample from the shipped pretrained model and draw the UDPM process (PNG 
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help=HELP, description=HELP + ".")
-    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder "
-                   "(default demo_out)")
+    p.add_argument(
+        "--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)"
+    )
     p.add_argument("--n", type=int, default=64, help="images in the sample grid (default 64)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.set_defaults(func=run)
@@ -41,9 +42,11 @@ def run(args) -> int:
             seconds = time.perf_counter() - t0
         written.append(save_image_grid(images, args.out / "samples.png"))
         written.append(levels_figure(levels[:6], args.out / "sampling_levels.png"))
-        print(f"sampled {args.n} emoji in {seconds * 1000:.0f} ms on the CPU "
-              f"({pipe.process.levels} network calls per image; model step "
-              f"{pipe.meta.get('step')})")
+        print(
+            f"sampled {args.n} emoji in {seconds * 1000:.0f} ms on the CPU "
+            f"({pipe.process.levels} network calls per image; model step "
+            f"{pipe.meta.get('step')})"
+        )
     data = load_source("emoji32")
     x0 = data.images[[5, 1200, 2500, 3300]].float() / 127.5 - 1
     process = UpsamplingProcess()

@@ -10,8 +10,12 @@ HELP = "describe a checkpoint: method, data, step, training time and config"
 
 def register(sub) -> None:
     p = sub.add_parser("info", help=HELP, description=HELP + ".")
-    p.add_argument("checkpoint", type=Path, nargs="?", help="model file or run directory "
-                   "(default: the shipped pretrained model)")
+    p.add_argument(
+        "checkpoint",
+        type=Path,
+        nargs="?",
+        help="model file or run directory (default: the shipped pretrained model)",
+    )
     p.add_argument("--json", action="store_true", help="print the full metadata as JSON")
     p.set_defaults(func=run)
 
@@ -28,13 +32,18 @@ def run(args) -> int:
     cfg = meta["config"]
     print(f"checkpoint   {path}")
     print(f"method       {meta['method']} ({meta['kind']}, EMA weights)")
-    print(f"data         {meta.get('data')} at {cfg['resolution']} px, {cfg['channels']} channels"
-          f", classes: {meta.get('num_classes') or 'unconditional'}")
-    print(f"trained      {meta['step']} steps, batch {cfg['batch_size']}, "
-          f"{meta.get('train_seconds', 0) / 60:.1f} min of training")
+    print(
+        f"data         {meta.get('data')} at {cfg['resolution']} px, {cfg['channels']} channels"
+        f", classes: {meta.get('num_classes') or 'unconditional'}"
+    )
+    print(
+        f"trained      {meta['step']} steps, batch {cfg['batch_size']}, "
+        f"{meta.get('train_seconds', 0) / 60:.1f} min of training"
+    )
     print(f"network      {cfg['network']}")
     if cfg["method"] == "udpm":
-        print(f"process      alphas {cfg['alphas']}, sigmas {cfg['sigmas']}, factor "
-              f"{cfg['factor']}")
+        print(
+            f"process      alphas {cfg['alphas']}, sigmas {cfg['sigmas']}, factor {cfg['factor']}"
+        )
     print(f"version      udpm {meta.get('udpm_version')}")
     return 0

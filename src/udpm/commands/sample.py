@@ -8,31 +8,52 @@ HELP = "generate PNG images from a checkpoint"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sample", help=HELP, description=HELP + "; the same checkpoint, seed "
-                       "and n always give the same images (image i uses seed SEED+i).")
-    p.add_argument("--checkpoint", type=Path, help="model file or run directory (default: "
-                   "the pretrained model shipped with udpm)")
+    p = sub.add_parser(
+        "sample",
+        help=HELP,
+        description=HELP + "; the same checkpoint, seed "
+        "and n always give the same images (image i uses seed SEED+i).",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="model file or run directory (default: the pretrained model shipped with udpm)",
+    )
     p.add_argument("--out", required=True, type=Path, help="output directory for the PNGs")
     p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    p.add_argument("--class", dest="class_label", type=int, help="class index, for "
-                   "class-conditional models (default: a random class per seed)")
+    p.add_argument(
+        "--class",
+        dest="class_label",
+        type=int,
+        help="class index, for class-conditional models (default: a random class per seed)",
+    )
     p.add_argument("--grid", action="store_true", help="also write grid.png of all images")
-    p.add_argument("--levels", action="store_true", help="UDPM: also write levels.png, each "
-                   "row an image's per-level predictions x_L..x_0 at full size")
+    p.add_argument(
+        "--levels",
+        action="store_true",
+        help="UDPM: also write levels.png, each "
+        "row an image's per-level predictions x_L..x_0 at full size",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="images per network batch")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--sampler", help="baselines: ancestral | ddim (default: the method's)")
     p.add_argument("--steps", type=int, help="baselines: number of sampling steps")
     p.add_argument("--eta", type=float, help="DDIM: stochasticity η in [0, 1]")
-    p.add_argument("--save-latents", action="store_true", help="UDPM: write each image's "
-                   "noise maps next to it (NAME.latent.safetensors)")
+    p.add_argument(
+        "--save-latents",
+        action="store_true",
+        help="UDPM: write each image's noise maps next to it (NAME.latent.safetensors)",
+    )
     p.set_defaults(func=run)
 
 
 def sampler_kwargs(args) -> dict:
-    return {k: v for k, v in {"sampler": args.sampler, "steps": args.steps,
-                              "eta": args.eta}.items() if v is not None}
+    return {
+        k: v
+        for k, v in {"sampler": args.sampler, "steps": args.steps, "eta": args.eta}.items()
+        if v is not None
+    }
 
 
 def run(args) -> int:
@@ -46,14 +67,22 @@ def run(args) -> int:
     pipe = udpm.load(args.checkpoint, device=resolve_device(args.device))
     kwargs = sampler_kwargs(args)
     if kwargs and pipe.config.method == "udpm":
-        raise UDPMError("--sampler/--steps/--eta apply to diffusion baselines; UDPM always "
-                        f"takes {pipe.process.levels} steps")
-    out = pipe.sample(args.n, seed=args.seed, class_label=args.class_label,
-                      batch_size=args.batch_size, return_levels=args.levels, progress=True,
-                      **kwargs)
+        raise UDPMError(
+            "--sampler/--steps/--eta apply to diffusion baselines; UDPM always "
+            f"takes {pipe.process.levels} steps"
+        )
+    out = pipe.sample(
+        args.n,
+        seed=args.seed,
+        class_label=args.class_label,
+        batch_size=args.batch_size,
+        return_levels=args.levels,
+        progress=True,
+        **kwargs,
+    )
     images, levels = out if args.levels else (out, None)
     args.out.mkdir(parents=True, exist_ok=True)
-    paths = save_images(images, args.out, prefix=f"seed", start=args.seed)
+    paths = save_images(images, args.out, prefix="seed", start=args.seed)
     if args.grid:
         save_image_grid(images, args.out / "grid.png")
     if levels is not None:

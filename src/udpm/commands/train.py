@@ -10,30 +10,59 @@ HELP = "train UDPM (or a baseline) on your images; writes a run directory"
 def register(sub) -> None:
     from udpm.train.config import PRESETS
 
-    p = sub.add_parser("train", help=HELP, description=HELP + ". Checkpoints are "
-                       "self-describing: 'udpm sample --checkpoint RUN' needs nothing else.")
-    p.add_argument("--data", help="SOURCE: an .npz, an image folder, a .zip of images, the "
-                   "CIFAR-10 python tarball, or an embedded data set name (emoji32). "
-                   "Default: the preset's")
-    p.add_argument("--out", required=True, type=Path, help="run directory (created; an "
-                   "existing run is never overwritten unless --resume)")
-    p.add_argument("--preset", default="emoji32-cpu", choices=sorted(PRESETS),
-                   help="hyperparameters to start from (default: emoji32-cpu)")
+    p = sub.add_parser(
+        "train",
+        help=HELP,
+        description=HELP + ". Checkpoints are "
+        "self-describing: 'udpm sample --checkpoint RUN' needs nothing else.",
+    )
+    p.add_argument(
+        "--data",
+        help="SOURCE: an .npz, an image folder, a .zip of images, the "
+        "CIFAR-10 python tarball, or an embedded data set name (emoji32). "
+        "Default: the preset's",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="run directory (created; an existing run is never overwritten unless --resume)",
+    )
+    p.add_argument(
+        "--preset",
+        default="emoji32-cpu",
+        choices=sorted(PRESETS),
+        help="hyperparameters to start from (default: emoji32-cpu)",
+    )
     p.add_argument("--method", help="udpm | ddpm | simple (default: the preset's)")
     p.add_argument("--steps", type=int, help="total number of training steps")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly "
-                   "where its newest checkpoint stopped (its config is reused; only --steps "
-                   "may change)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out exactly "
+        "where its newest checkpoint stopped (its config is reused; only --steps "
+        "may change)",
+    )
     p.add_argument("--batch-size", type=int, help="global batch size")
     p.add_argument("--lr", type=float, help="Adam learning rate for G and D")
     p.add_argument("--seed", type=int, help="seed of every random generator of the run")
     p.add_argument("--resolution", type=int, help="resize and centre-crop images to this")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--class-conditional", action="store_true", default=None,
-                   help="condition on the data set's class labels")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field, e.g. --set ema_decay=0.999 or "
-                   "--set network.model_channels=64 (repeatable; values are YAML)")
+    p.add_argument(
+        "--class-conditional",
+        action="store_true",
+        default=None,
+        help="condition on the data set's class labels",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field, e.g. --set ema_decay=0.999 or "
+        "--set network.model_channels=64 (repeatable; values are YAML)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -43,9 +72,14 @@ def build_config(args):
 
     config = preset_config(args.preset)
     flags = {
-        "data": args.data, "method": args.method, "steps": args.steps,
-        "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-        "resolution": args.resolution, "device": args.device,
+        "data": args.data,
+        "method": args.method,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "resolution": args.resolution,
+        "device": args.device,
         "class_conditional": args.class_conditional,
     }
     assignments = [f"{k}={v}" for k, v in flags.items() if v is not None]

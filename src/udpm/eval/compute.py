@@ -84,8 +84,12 @@ def extract_features(
 ) -> torch.Tensor:
     """Features (N, D) of images in [-1, 1] (a tensor or an iterable of batches)."""
     sink = FeatureSink(net.eval())
-    for x in tqdm(iter_batches(images, batch_size), total=_count(images, batch_size),
-                  desc="features", disable=not progress):
+    for x in tqdm(
+        iter_batches(images, batch_size),
+        total=_count(images, batch_size),
+        desc="features",
+        disable=not progress,
+    ):
         sink.update(x, real=False)
     return sink.get(real=False)
 
@@ -124,8 +128,12 @@ def _real_side(real_images, sinks, reference_key, cache_dir, batch_size, progres
     _stream(real_images, missing, True, batch_size, progress)
     for name, sink in missing.items():
         if name in paths:
-            meta = {"dataset": reference_key, "network": sink.network_id,
-                    "resize_mode": sink.resize_mode, "udpm_version": udpm.__version__}
+            meta = {
+                "dataset": reference_key,
+                "network": sink.network_id,
+                "resize_mode": sink.resize_mode,
+                "udpm_version": udpm.__version__,
+            }
             reference.save_reference(paths[name], sink.real_state(), meta)
 
 

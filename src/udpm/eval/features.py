@@ -46,8 +46,8 @@ class FeatureNetConfig:
 
     resolution: int = 32  # inputs are resized to resolution × resolution
     in_channels: int = 3  # grey inputs are repeated to this many channels
-    widths: tuple[int, ...] = (32, 64, 128)  # channels of each stage; the feature is widths[-1]
-    convs_per_stage: int = 2  # 3×3 conv + BatchNorm + ReLU blocks per stage, then 2×2 max pool
+    widths: tuple[int, ...] = (32, 64, 128, 256)  # channels per stage; the feature is widths[-1]
+    convs_per_stage: int = 1  # 3×3 conv + BatchNorm + ReLU blocks per stage, then 2×2 max pool
     num_classes: int = 9  # classifier head size (only used while training)
     class_names: tuple[str, ...] = field(default=())
 
@@ -225,9 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training split")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW, cosine)")
-    p.add_argument(
-        "--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay"
-    )
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     p.add_argument(
         "--heldout-fraction",
         type=float,
@@ -235,15 +233,16 @@ def _parser() -> argparse.ArgumentParser:
         help="fraction of each class held out to measure accuracy",
     )
     p.add_argument(
-        "--widths", default=",".join(map(str, d.widths)), help="channels per stage, e.g. 32,64,128"
+        "--widths", default=",".join(map(str, d.widths)), help="channels per stage, comma-separated"
     )
     p.add_argument(
         "--convs-per-stage", type=int, default=d.convs_per_stage, help="3x3 convs per stage"
     )
     p.add_argument(
-        "--unbalanced",
-        action="store_true",
-        help="plain cross-entropy instead of weighting classes by inverse frequency",
+        "--balance",
+        type=float,
+        default=d.balance,
+        help="class loss weight is count^-BALANCE (0 plain cross-entropy, 1 inverse frequency)",
     )
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     return p
@@ -263,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         heldout_fraction=args.heldout_fraction,
         widths=tuple(int(w) for w in args.widths.split(",")),
         convs_per_stage=args.convs_per_stage,
-        class_balanced=not args.unbalanced,
+        balance=args.balance,
         threads=args.threads,
     )
     try:

@@ -40,8 +40,9 @@ class UDPMMethod(Method):
         self._make_optimizers()
         uses_perceptual = any(w > 0 for w in config.lambda_perceptual)
         kwargs = {} if warn is None else {"warn": warn}
-        self.perceptual = Perceptual(config.perceptual if uses_perceptual else "none",
-                                     self.device, **kwargs)
+        self.perceptual = Perceptual(
+            config.perceptual if uses_perceptual else "none", self.device, **kwargs
+        )
         self.level_gen = torch.Generator().manual_seed(config.seed)
         self.noise_gen = torch.Generator().manual_seed(config.seed * 1000 + 1 + rank)
 
@@ -65,11 +66,13 @@ class UDPMMethod(Method):
         logs = {"level": l}
         lam_adv = cfg.lambda_adv[l - 1]
         if D is not None and lam_adv > 0:
-            sd = instance_noise_std(step, cfg.instance_noise, cfg.instance_noise_decay,
-                                    cfg.instance_noise_every)
+            sd = instance_noise_std(
+                step, cfg.instance_noise, cfg.instance_noise_decay, cfg.instance_noise_every
+            )
             noise_real, noise_fake = self._randn(y.shape) * sd, self._randn(y.shape) * sd
-            logs["loss_d"] = self._discriminator_step(D, y + noise_real,
-                                                      y_hat.detach() + noise_fake, t, labels, l)
+            logs["loss_d"] = self._discriminator_step(
+                D, y + noise_real, y_hat.detach() + noise_fake, t, labels, l
+            )
             D.requires_grad_(False)  # G's step needs D's input gradient only
         loss = y_hat.new_zeros(())
         if cfg.lambda_l1[l - 1] > 0:

@@ -83,8 +83,12 @@ def predict_x0_eps(model_output, x_t, alpha, sigma, parameterization: str = "eps
     if parameterization == "x0":
         return model_output, eps_from_x0(x_t, model_output, alpha, sigma)
     if parameterization == "v":
-        return x0_from_v(x_t, model_output, alpha, sigma), eps_from_v(x_t, model_output, alpha, sigma)
-    raise UDPMError(f"unknown parameterization {parameterization!r}; choose from {PARAMETERIZATIONS}")
+        return x0_from_v(x_t, model_output, alpha, sigma), eps_from_v(
+            x_t, model_output, alpha, sigma
+        )
+    raise UDPMError(
+        f"unknown parameterization {parameterization!r}; choose from {PARAMETERIZATIONS}"
+    )
 
 
 # --- losses ----------------------------------------------------------------------------------

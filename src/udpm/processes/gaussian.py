@@ -92,7 +92,7 @@ class DiscreteGaussianProcess(_VariancePreserving):
         betas: ``β_0..β_{T-1}``, each in (0, 1).
     """
 
-    def __init__(self, betas: Sequence[float] | torch.Tensor, _config: dict | None = None):
+    def __init__(self, betas: Sequence[float] | torch.Tensor):
         betas = torch.as_tensor(betas, dtype=torch.float64).flatten().clone()
         if betas.numel() < 1:
             raise UDPMError("a discrete process needs at least one step")
@@ -101,17 +101,17 @@ class DiscreteGaussianProcess(_VariancePreserving):
         self.betas = betas
         self.alphas = 1.0 - betas
         self.alphas_cumprod = torch.cumprod(self.alphas, 0)  # ᾱ_t
-        self._config = _config or {"betas": betas.tolist()}
+        self._config = {"betas": betas.tolist()}  # how to_config rebuilds it
 
     @classmethod
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
         """Ho et al.'s schedule: ``β`` linear from ``beta_start`` to ``beta_end`` over ``T``."""
         config = {"schedule": "linear", "T": T, "beta_start": beta_start, "beta_end": beta_end}
-        return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64), config)
+        return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))._named(config)
 
     @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999):
-        """Nichol and Dhariwal's ``ᾱ(u) ∝ cos²((u + s)/(1 + s) · π/2)``, ``β`` clipped at ``max_beta``.
+        """Nichol and Dhariwal's ``ᾱ(u) ∝ cos²((u + s)/(1 + s) · π/2)``, ``β ≤ max_beta``.
 
         ``β_t = 1 - ᾱ((t+1)/T)/ᾱ(t/T)``, as in improved-diffusion and diffusers'
         ``squaredcos_cap_v2``.
@@ -122,7 +122,11 @@ class DiscreteGaussianProcess(_VariancePreserving):
 
         betas = [min(1 - f((i + 1) / T) / f(i / T), max_beta) for i in range(T)]
         config = {"schedule": "cosine", "T": T, "s": s, "max_beta": max_beta}
-        return cls(betas, config)
+        return cls(betas)._named(config)
+
+    def _named(self, config: dict) -> DiscreteGaussianProcess:
+        self._config = config  # a preset stores its arguments, not 1000 betas
+        return self
 
     @property
     def num_timesteps(self) -> int:
@@ -300,7 +304,7 @@ class ContinuousGaussianProcess(_VariancePreserving):
         return self._time(t).to(torch.float32)
 
     def posterior_mean_var(self, x0: torch.Tensor, x_t: torch.Tensor, t, s):
-        """``q(z_s | z_t, x)`` for ``s < t`` (seed 004); returns ``(mean, var)``, var (N, 1, 1, 1)."""
+        """``q(z_s | z_t, x)`` for ``s < t`` (seed 004); ``(mean, var)``, var (N, 1, 1, 1)."""
         return self._posterior(x0, x_t, t, s)
 
     def posterior_sample(self, x0, x_t, t, s, noise: torch.Tensor | None = None):

@@ -45,8 +45,7 @@ class UpsamplingProcess:
         alphas, sigmas = [float(a) for a in alphas], [float(s) for s in sigmas]
         if len(alphas) != len(sigmas):
             raise UDPMError(
-                f"alphas and sigmas must have the same length, got {len(alphas)} and "
-                f"{len(sigmas)}"
+                f"alphas and sigmas must have the same length, got {len(alphas)} and {len(sigmas)}"
             )
         if not alphas:
             raise UDPMError("the process needs at least one level")
@@ -221,7 +220,8 @@ def process_from_config(config: dict) -> UpsamplingProcess:
     """Inverse of :meth:`UpsamplingProcess.to_config`."""
     kernel = config.get("kernel")
     operator = Downsample(
-        config.get("factor", 2), None if kernel is None else torch.tensor(kernel, dtype=torch.float64)
+        config.get("factor", 2),
+        None if kernel is None else torch.tensor(kernel, dtype=torch.float64),
     )
     return UpsamplingProcess(
         config["alphas"],
@@ -233,6 +233,4 @@ def process_from_config(config: dict) -> UpsamplingProcess:
 
 def _check_shape(tensor: torch.Tensor, expected, what: str) -> None:
     if tuple(tensor.shape) != tuple(expected):
-        raise UDPMError(
-            f"{what} has shape {tuple(tensor.shape)}, expected {tuple(expected)}"
-        )
+        raise UDPMError(f"{what} has shape {tuple(tensor.shape)}, expected {tuple(expected)}")

@@ -11,12 +11,27 @@ from udpm.samplers.udpm import check_noises, sample_udpm, seeded_noises
 def _udpm_batch(pipe, seeds, noises, labels, return_levels, **_):
     if noises is None:
         noises = seeded_noises(pipe.process, pipe.image_shape, seeds)
-    return sample_udpm(pipe.network, pipe.process, pipe.image_shape, noises=noises,
-                       class_labels=labels, return_levels=return_levels)
+    return sample_udpm(
+        pipe.network,
+        pipe.process,
+        pipe.image_shape,
+        noises=noises,
+        class_labels=labels,
+        return_levels=return_levels,
+    )
 
 
-def sample_batches(pipe, n=16, seed=0, noises=None, class_label=None, batch_size=256,
-                   return_levels=False, progress=False, **sampler_kwargs):
+def sample_batches(
+    pipe,
+    n=16,
+    seed=0,
+    noises=None,
+    class_label=None,
+    batch_size=256,
+    return_levels=False,
+    progress=False,
+    **sampler_kwargs,
+):
     """Images ``(n, C, H, W)`` from ``pipe``, ``batch_size`` at a time (same result for any)."""
     method = pipe.config.method
     if noises is not None:

@@ -163,7 +163,9 @@ class _NoiseSource:
         self.generators = None
         if noises is not None:
             if len(noises) < needed:
-                raise UDPMError(f"expected {needed} noise maps (x_T and one per step), got {len(noises)}")
+                raise UDPMError(
+                    f"expected {needed} noise maps (x_T and one per step), got {len(noises)}"
+                )
             self.n = noises[0].shape[0]
             for k in range(needed):
                 if tuple(noises[k].shape) != (self.n, *self.image_shape):
@@ -182,7 +184,9 @@ class _NoiseSource:
         if self.generators is None:
             noise = next(self._maps)
         else:
-            noise = torch.stack([torch.randn(self.image_shape, generator=g) for g in self.generators])
+            noise = torch.stack(
+                [torch.randn(self.image_shape, generator=g) for g in self.generators]
+            )
         return noise.to(device=device, dtype=torch.float32)
 
 
@@ -190,11 +194,26 @@ class _NoiseSource:
 
 
 @torch.no_grad()
-def _sample(network, points, image_shape, n, seed, noises, class_labels, parameterization,
-            clip_x0, device, progress, stochastic: bool, update):
+def _sample(
+    network,
+    points,
+    image_shape,
+    n,
+    seed,
+    noises,
+    class_labels,
+    parameterization,
+    clip_x0,
+    device,
+    progress,
+    stochastic: bool,
+    update,
+):
     """Run ``update`` over consecutive grid points; see the module docstring."""
     if parameterization not in PARAMETERIZATIONS:
-        raise UDPMError(f"unknown parameterization {parameterization!r}; choose from {PARAMETERIZATIONS}")
+        raise UDPMError(
+            f"unknown parameterization {parameterization!r}; choose from {PARAMETERIZATIONS}"
+        )
     device = _default_device(network) if device is None else torch.device(device)
     K = len(points) - 1
     source = _NoiseSource(image_shape, n, seed, noises, needed=K if stochastic else 1)
@@ -295,8 +314,21 @@ def sample_ddpm(
         raise UDPMError("sample_ddpm has no eta; use sample_ddim for η-sampling")
     update = partial(_ancestral_update, variance=_check_variance(variance, "beta"))
     points = _discrete_points(process, steps, default=process.num_timesteps)
-    return _sample(network, points, image_shape, n, seed, noises, class_labels,
-                   parameterization, clip_x0, device, progress, stochastic=True, update=update)
+    return _sample(
+        network,
+        points,
+        image_shape,
+        n,
+        seed,
+        noises,
+        class_labels,
+        parameterization,
+        clip_x0,
+        device,
+        progress,
+        stochastic=True,
+        update=update,
+    )
 
 
 def sample_ddim(
@@ -331,9 +363,21 @@ def sample_ddim(
         raise UDPMError("sample_ddim has no variance option; eta sets the noise")
     eta = _check_eta(0.0 if eta is None else eta)
     points = _discrete_points(process, steps, default=50)
-    return _sample(network, points, image_shape, n, seed, noises, class_labels,
-                   parameterization, clip_x0, device, progress, stochastic=eta > 0,
-                   update=partial(_ddim_update, eta=eta))
+    return _sample(
+        network,
+        points,
+        image_shape,
+        n,
+        seed,
+        noises,
+        class_labels,
+        parameterization,
+        clip_x0,
+        device,
+        progress,
+        stochastic=eta > 0,
+        update=partial(_ddim_update, eta=eta),
+    )
 
 
 def sample_continuous(
@@ -377,5 +421,18 @@ def sample_continuous(
             raise UDPMError("give sample_continuous either eta or variance, not both")
         eta = _check_eta(eta)
         update, stochastic = partial(_ddim_update, eta=eta), eta > 0
-    return _sample(network, points, image_shape, n, seed, noises, class_labels,
-                   parameterization, clip_x0, device, progress, stochastic, update)
+    return _sample(
+        network,
+        points,
+        image_shape,
+        n,
+        seed,
+        noises,
+        class_labels,
+        parameterization,
+        clip_x0,
+        device,
+        progress,
+        stochastic,
+        update,
+    )

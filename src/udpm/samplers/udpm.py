@@ -49,9 +49,7 @@ def check_noises(
     n = noises[0].shape[0]
     for l, (noise, shape) in enumerate(zip(noises, level_shapes(process, image_shape)), 1):
         if tuple(noise.shape) != (n, *shape):
-            raise UDPMError(
-                f"noise map {l} has shape {tuple(noise.shape)}, expected {(n, *shape)}"
-            )
+            raise UDPMError(f"noise map {l} has shape {tuple(noise.shape)}, expected {(n, *shape)}")
 
 
 def _network_call(network, x_l, l, process, class_labels):

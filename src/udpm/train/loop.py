@@ -129,8 +129,15 @@ class Logger:
 class Trainer:
     """Runs ``config.steps`` steps of ``config.method`` and writes the run directory."""
 
-    def __init__(self, config: Config, out: Path, resume: bool = False, progress: bool = True,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        config: Config,
+        out: Path,
+        resume: bool = False,
+        progress: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.out, self.progress = Path(out), progress
         self.rank, self.world_size = rank, world_size
         self.is_main = rank == 0
@@ -142,11 +149,17 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed + rank)
         method_cls = get_method(cfg.method)
-        self.method = method_cls(cfg, self.device, self.num_classes,
-                                 autocast_dtype(cfg.amp, self.device), rank=rank)
+        self.method = method_cls(
+            cfg, self.device, self.num_classes, autocast_dtype(cfg.amp, self.device), rank=rank
+        )
         self.ema = EMA(self.method.generator, cfg.ema_decay)
-        self.batches = Batches(self.data.images, self.data.labels if cfg.class_conditional
-                               else None, cfg.batch_size, cfg.hflip, cfg.seed + 12345)
+        self.batches = Batches(
+            self.data.images,
+            self.data.labels if cfg.class_conditional else None,
+            cfg.batch_size,
+            cfg.hflip,
+            cfg.seed + 12345,
+        )
         self.step, self.train_seconds = 0, 0.0
         if resume:
             self._restore(ckpt.checkpoint_steps(self.out)[-1])
@@ -158,8 +171,9 @@ class Trainer:
         cfg = self.config
         if cfg.method == "udpm":
             UpsamplingProcess(cfg.alphas, cfg.sigmas).check_resolution(cfg.resolution)
-        data = load_source(cfg.data, resolution=cfg.resolution, channels=cfg.channels,
-                           max_images=cfg.max_images)
+        data = load_source(
+            cfg.data, resolution=cfg.resolution, channels=cfg.channels, max_images=cfg.max_images
+        )
         self.num_classes = data.num_classes if cfg.class_conditional else 0
         if cfg.class_conditional and not self.num_classes:
             raise UDPMError(f"class_conditional is set but {cfg.data} has no labels")
@@ -170,11 +184,16 @@ class Trainer:
     def meta(self) -> dict:
         cfg = self.config
         return {
-            "kind": "generator", "method": cfg.method, "step": self.step,
-            "config": cfg.to_dict(), "num_classes": self.num_classes,
+            "kind": "generator",
+            "method": cfg.method,
+            "step": self.step,
+            "config": cfg.to_dict(),
+            "num_classes": self.num_classes,
             "class_names": list(self.data.class_names or []) if self.num_classes else [],
-            "train_seconds": round(self.train_seconds, 1), "images_seen":
-            self.step * cfg.batch_size, "data": str(cfg.data), "udpm_version": _version(),
+            "train_seconds": round(self.train_seconds, 1),
+            "images_seen": self.step * cfg.batch_size,
+            "data": str(cfg.data),
+            "udpm_version": _version(),
         }
 
     def save(self) -> None:
@@ -182,9 +201,12 @@ class Trainer:
             return
         ckpt.save_model(ckpt.model_path(self.out, self.step), self.ema.state_dict(), self.meta())
         state = {
-            "step": self.step, "train_seconds": self.train_seconds,
-            "method": self.method.state_dict(), "ema": self.ema.state_dict(),
-            "batches": self.batches.state_dict(), "torch_rng": torch.get_rng_state(),
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "method": self.method.state_dict(),
+            "ema": self.ema.state_dict(),
+            "batches": self.batches.state_dict(),
+            "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
         ckpt.save_state(ckpt.state_path(self.out, self.step), state)
@@ -208,14 +230,20 @@ class Trainer:
         n = 64
         labels = (torch.arange(n) % self.num_classes).to(self.device) if self.num_classes else None
         images = self.method.sample(self.ema.model, range(n), labels)
-        save_image_grid(images.clamp(-1, 1).cpu(), self.out / "samples" /
-                        f"step-{self.step:07d}.png", nrow=8)
+        save_image_grid(
+            images.clamp(-1, 1).cpu(), self.out / "samples" / f"step-{self.step:07d}.png", nrow=8
+        )
 
     def run(self) -> Path:
         cfg = self.config
         logger = Logger(self.out, enabled=self.is_main)
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and
-                   self.is_main), desc=f"train {cfg.method}", dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            disable=not (self.progress and self.is_main),
+            desc=f"train {cfg.method}",
+            dynamic_ncols=True,
+        )
         window, t_window, n_window = {}, time.perf_counter(), 0
         try:
             while self.step < cfg.steps:
@@ -229,16 +257,23 @@ class Trainer:
                     elapsed = time.perf_counter() - t_window
                     record = _summarise(window, self.step, n_window * cfg.batch_size / elapsed)
                     logger.log(record)
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in record.items()
-                                     if k in ("loss_g", "loss_d", "l1", "img_per_s")})
+                    bar.set_postfix(
+                        {
+                            k: f"{v:.3g}"
+                            for k, v in record.items()
+                            if k in ("loss_g", "loss_d", "l1", "img_per_s")
+                        }
+                    )
                     window, t_window, n_window = {}, time.perf_counter(), 0
                 bar.update(1)
                 if self.is_main and self.step % cfg.sample_every == 0:
                     self.sample_grid()
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
-            if not ckpt.checkpoint_steps(self.out) or ckpt.checkpoint_steps(self.out)[-1] != \
-                    self.step:
+            if (
+                not ckpt.checkpoint_steps(self.out)
+                or ckpt.checkpoint_steps(self.out)[-1] != self.step
+            ):
                 self.save()
         finally:
             bar.close()
@@ -254,10 +289,14 @@ class Trainer:
             logs = self.method.step(x0, labels, self.step)
         except NonFiniteLoss as exc:
             good = ckpt.checkpoint_steps(self.out)
-            kept = f"the last good checkpoint (step {good[-1]}) is kept" if good else \
-                "no checkpoint had been written yet"
-            raise UDPMError(f"training stopped at step {self.step}: {exc}; {kept} in "
-                            f"{self.out / 'checkpoints'}") from None
+            kept = (
+                f"the last good checkpoint (step {good[-1]}) is kept"
+                if good
+                else "no checkpoint had been written yet"
+            )
+            raise UDPMError(
+                f"training stopped at step {self.step}: {exc}; {kept} in {self.out / 'checkpoints'}"
+            ) from None
         self.ema.update(self.method.generator, self.step)
         self.step += 1
         return logs

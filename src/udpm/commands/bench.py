@@ -1,0 +1,99 @@
+"""``udpm bench``: network calls, FLOPs, wall time and sampler overhead of sampling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HELP = "measure sampling cost: NFE, FLOPs per image (torch's counter), ms per image, overhead"
+
+
+def register(sub) -> None:
+    from udpm.train.config import PRESETS
+
+    p = sub.add_parser(
+        "bench",
+        help=HELP,
+        description=HELP + ". For UDPM it also reports "
+        "one full-resolution pass of the same network and the ratio (the "
+        "paper's '3 steps = 0.3 of one denoising step').",
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="model file or run directory (default: the shipped pretrained model)",
+    )
+    src.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="measure a preset's network with random weights instead (e.g. cifar10, ffhq64)",
+    )
+    p.add_argument("--json", type=Path, help="write the results here as JSON")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed repeats after one warm-up "
+        "(default 5); the median is reported with the min and max",
+    )
+    p.add_argument("--batches", default="1,64", help="batch sizes to time (default 1,64)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--sampler", help="baselines: ancestral | ddim")
+    p.add_argument("--steps", type=int, help="baselines: sampling steps")
+    p.add_argument("--eta", type=float, help="DDIM η")
+    p.set_defaults(func=run)
+
+
+def preset_pipeline(name: str, device):
+    """A pipeline with a preset's architecture and random weights (for cost only)."""
+    import torch
+
+    from udpm.pipeline import Pipeline, build_network, build_process_for
+    from udpm.train.config import preset_config
+
+    config = preset_config(name)
+    num_classes = config.network.get("num_classes", 0) if config.class_conditional else 0
+    torch.manual_seed(0)
+    network = build_network(config, num_classes=num_classes)
+    meta = {"num_classes": num_classes, "preset": name}
+    return Pipeline(network.to(device), build_process_for(config), config, meta)
+
+
+def run(args) -> int:
+    import udpm
+    from udpm.commands.sample import sampler_kwargs
+    from udpm.errors import UDPMError
+    from udpm.eval.speed import benchmark
+    from udpm.train.loop import resolve_device
+
+    device = resolve_device(args.device)
+    try:
+        batches = tuple(int(b) for b in args.batches.split(","))
+    except ValueError:
+        raise UDPMError(f"--batches must be comma-separated integers, got {args.batches!r}")
+    pipe = (
+        preset_pipeline(args.preset, device)
+        if args.preset
+        else udpm.load(args.checkpoint, device=device)
+    )
+    result = benchmark(pipe, repeats=args.repeats, batches=batches, **sampler_kwargs(args))
+    result["source"] = f"preset {args.preset}" if args.preset else pipe.meta.get("path")
+    for key in (
+        "nfe",
+        "flops_per_image",
+        "flops_full_resolution_pass",
+        "flops_ratio",
+        *[
+            k
+            for k in result
+            if k.startswith(("ms_per_image_batch", "sampler_overhead")) and not k.endswith("range")
+        ],
+    ):
+        value = result[key]
+        print(f"{key:40s} {value:.4g}" if isinstance(value, float) else f"{key:40s} {value}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
