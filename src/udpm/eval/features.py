@@ -2,9 +2,9 @@
 
 Inception-v3 needs a download and was trained on ImageNet photographs, which says little
 about 32×32 emoji. So the project trains its own small classifier on the embedded data set
-and ships its weights (`udpm/assets/features/emoji32.safetensors`, about 1 MB). The feature
+and ships its weights (`udpm/assets/features/emoji32.safetensors`, 1.6 MB). The feature
 of an image is the network's penultimate layer: the global average of the last conv block,
-``D = widths[-1]`` numbers, the analogue of Inception's 2048-d pool3 feature.
+``D = widths[-1]`` = 256 numbers, the analogue of Inception's 2048-d pool3 feature.
 
 Retrain the shipped weights (deterministic given ``--seed``; a few minutes on one CPU core)::
 

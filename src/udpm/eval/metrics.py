@@ -16,6 +16,8 @@ can be cached (`udpm.eval.reference`).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
@@ -76,9 +78,11 @@ def kernel_inception_distance(
     """
     _check(real, fake, at_least=2)
     size = subset_size or min(1000, len(real), len(fake))
-    metric = KernelInceptionDistance(
-        feature=GivenFeatures(real.shape[1]), subsets=subsets, subset_size=size
-    )
+    with warnings.catch_warnings():  # "will save all extracted features": that is the point
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(
+            feature=GivenFeatures(real.shape[1]), subsets=subsets, subset_size=size
+        )
     metric.update(real.double().cpu(), real=True)
     metric.update(fake.double().cpu(), real=False)
     with torch.random.fork_rng(devices=[]):  # torchmetrics draws subsets from the global RNG

@@ -141,6 +141,9 @@ class Trainer:
         self.out, self.progress = Path(out), progress
         self.rank, self.world_size = rank, world_size
         self.is_main = rank == 0
+        from udpm.methods.diffusion import resolve_config
+
+        config = resolve_config(config)
         self.config = prepare_run_dir(self.out, config, resume) if self.is_main else config
         cfg = self.config
         if cfg.threads:

@@ -1,0 +1,77 @@
+"""DDPM and simple diffusion through the shared loop, checkpoints and sampling API."""
+
+import pytest
+import torch
+
+import udpm
+from udpm.cli import main
+from udpm.errors import UDPMError
+from udpm.train import checkpoint as ckpt
+from udpm.train.loop import train
+
+from .test_train import tiny_config, tiny_npz  # noqa: F401  (fixture)
+
+
+@pytest.mark.parametrize("method", ["ddpm", "simple"])
+def test_baseline_trains_resumes_and_samples(tmp_path, tiny_npz, method):  # noqa: F811
+    extra = {"diffusion": {"process": {"T": 50}}} if method == "ddpm" else {}
+    cfg = tiny_config(tiny_npz, method=method, steps=4, **extra)
+    straight = train(cfg, tmp_path / "a", progress=False)
+    half = tiny_config(tiny_npz, method=method, steps=2, **extra)
+    train(half, tmp_path / "b", progress=False)
+    resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
+    a, _ = ckpt.load_model(straight)
+    b, _ = ckpt.load_model(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    model = udpm.load(tmp_path / "a")
+    assert model.config.method == method
+    assert model.config.diffusion["parameterization"] == ("eps" if method == "ddpm" else "v")
+    x = model.sample(2, seed=3, steps=5)
+    assert x.shape == (2, 3, 16, 16) and torch.equal(x, model.sample(2, seed=3, steps=5))
+    y = model.sample(2, seed=3, sampler="ddim", steps=5, eta=0.0)
+    assert y.shape == x.shape and not torch.equal(x, y)
+
+
+def test_ddpm_samplers_from_the_command_line(tmp_path, tiny_npz, capsys):  # noqa: F811
+    cfg = tiny_config(tiny_npz, method="ddpm", steps=2, diffusion={"process": {"T": 20}})
+    train(cfg, tmp_path / "run", progress=False)
+    for extra in (
+        ["--sampler", "ancestral"],
+        ["--sampler", "ddim", "--steps", "4", "--eta", "0.5"],
+    ):
+        out = tmp_path / f"png{len(extra)}"
+        assert (
+            main(
+                [
+                    "sample",
+                    "--checkpoint",
+                    str(tmp_path / "run"),
+                    "--out",
+                    str(out),
+                    "--n",
+                    "3",
+                    *extra,
+                ]
+            )
+            == 0
+        )
+        assert len(list(out.glob("*.png"))) == 3
+    code = main(
+        [
+            "sample",
+            "--checkpoint",
+            str(tmp_path / "run"),
+            "--out",
+            str(tmp_path / "x"),
+            "--sampler",
+            "ancestral",
+            "--eta",
+            "0.5",
+        ]
+    )
+    assert code == 1 and "--eta applies to the ddim sampler only" in capsys.readouterr().err
+
+
+def test_unknown_method_is_refused(tmp_path, tiny_npz):  # noqa: F811
+    with pytest.raises(UDPMError, match="unknown method 'gan'"):
+        train(tiny_config(tiny_npz, method="gan"), tmp_path / "r", progress=False)
