@@ -25,6 +25,7 @@ from udpm.samplers.udpm import level_shapes, sample_udpm, seeded_noises
 
 FORMAT = "udpm-latent-v1"
 SUFFIX = ".latent.safetensors"
+_FILE_HASHES: dict[tuple, str] = {}  # (path, mtime, size) -> sha256: hash each file once
 
 
 def require_udpm(model) -> None:
@@ -47,10 +48,14 @@ def model_hash(model) -> str:
     path = model.meta.get("path")
     h = hashlib.sha256()
     if path and os.path.isfile(path):
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+        stat = os.stat(path)
+        key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+        if key not in _FILE_HASHES:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            _FILE_HASHES[key] = h.hexdigest()
+        return _FILE_HASHES[key]
     for name, tensor in sorted(model.network.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -91,7 +96,9 @@ class Latent:
         """Write the maps (tensors ``e_1..e_L``) and the metadata as one safetensors file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {f"e_{l}": e.detach().cpu().float().contiguous() for l, e in enumerate(self.noises, 1)}
+        tensors = {
+            f"e_{l}": e.detach().cpu().float().contiguous() for l, e in enumerate(self.noises, 1)
+        }
         meta = {
             "format": FORMAT,
             "levels": json.dumps(self.levels),
@@ -136,9 +143,13 @@ class Latent:
         L = model.process.levels
         if self.levels != L:
             raise UDPMError(f"{source} has {self.levels} noise maps, this model needs {L}")
-        for l, (e, shape) in enumerate(zip(self.noises, level_shapes(model.process, model.image_shape)), 1):
+        for l, (e, shape) in enumerate(
+            zip(self.noises, level_shapes(model.process, model.image_shape)), 1
+        ):
             if tuple(e.shape) != shape:
-                raise UDPMError(f"{source}: noise map {l} has shape {tuple(e.shape)}, expected {shape}")
+                raise UDPMError(
+                    f"{source}: noise map {l} has shape {tuple(e.shape)}, expected {shape}"
+                )
         if check_hash and self.model_sha256 is not None:
             here = model_hash(model)
             if here != self.model_sha256:
@@ -146,9 +157,13 @@ class Latent:
                     f"{source} was made with another checkpoint (sha256 {self.model_sha256[:12]}…, "
                     f"this one is {here[:12]}…)"
                 )
-        if self.class_label is not None and model.num_classes:
-            if not 0 <= self.class_label < model.num_classes:
-                raise UDPMError(f"{source} has class {self.class_label}, the model has {model.num_classes}")
+        if model.num_classes and not (
+            self.class_label is not None and 0 <= self.class_label < model.num_classes
+        ):
+            raise UDPMError(
+                f"{source} has class {self.class_label}; this class-conditional model needs "
+                f"one in 0..{model.num_classes - 1}"
+            )
 
     def with_noises(self, noises: Sequence[torch.Tensor]) -> Latent:
         """The same class and checkpoint with other maps (``seed`` is dropped)."""
@@ -159,7 +174,10 @@ _INT = re.compile(r"[+-]?\d+$")
 
 
 def resolve_latent(
-    model, spec: int | str | os.PathLike | Latent, class_label: int | None = None, check_hash: bool = True
+    model,
+    spec: int | str | os.PathLike | Latent,
+    class_label: int | None = None,
+    check_hash: bool = True,
 ) -> Latent:
     """A :class:`Latent` from an integer seed, a string holding one, a latent file or a latent.
 
@@ -196,7 +214,7 @@ def decode(model, latents: Sequence[Latent], batch_size: int = 256) -> torch.Ten
     noises = stack_noises(latents)
     labels = None
     if model.num_classes:
-        labels = torch.tensor([0 if lat.class_label is None else lat.class_label for lat in latents])
+        labels = torch.tensor([lat.class_label for lat in latents])
     images = []
     for start in range(0, len(latents), batch_size):
         part = slice(start, start + batch_size)
@@ -222,10 +240,7 @@ def save_latents_for(
 ) -> list[Path]:
     """Write the latent of image ``i`` (seed ``seed + i``) next to ``paths[i]``; return paths."""
     require_udpm(model)
-    written = []
-    sha = model_hash(model)
-    for i, image_path in enumerate(paths):
-        latent = Latent.from_seed(model, seed + i, class_label)
-        latent.model_sha256 = sha
-        written.append(latent.save(latent_path(image_path)))
-    return written
+    return [
+        Latent.from_seed(model, seed + i, class_label).save(latent_path(image_path))
+        for i, image_path in enumerate(paths)
+    ]

@@ -63,9 +63,9 @@ def mix_pair(a: torch.Tensor, b: torch.Tensor, delta: float) -> torch.Tensor:
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation from ``a`` (``t = 0``) to ``b`` (``t = 1``), per leading index.
+    """Spherical interpolation from ``a`` (``t = 0``) to ``b`` (``t = 1``), both flattened.
 
-    The angle ``Ω`` between ``a[i]`` and ``b[i]`` (flattened) is measured, and the result is
+    With ``Ω`` the angle between ``a`` and ``b``, the result is
     ``sin((1-t)Ω)/sin Ω · a + sin(tΩ)/sin Ω · b``. For independent Gaussian maps ``Ω ≈ π/2``
     and this is close to the variance-preserving mix; unlike it, the norm is kept exactly
     when ``|a| = |b|``. Parallel maps fall back to linear interpolation.
@@ -74,16 +74,14 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
         raise UDPMError(f"t must be in [0, 1], got {t}")
     if t in (0.0, 1.0):
         return (b if t else a).clone()
-    flat_a, flat_b = a.flatten(1).double(), b.flatten(1).double()
-    cos = (flat_a * flat_b).sum(1) / (flat_a.norm(dim=1) * flat_b.norm(dim=1)).clamp_min(1e-30)
-    omega = torch.arccos(cos.clamp(-1.0, 1.0))
-    sin = torch.sin(omega)
-    parallel = sin < 1e-6
-    w_a = torch.where(parallel, 1.0 - t, torch.sin((1.0 - t) * omega) / sin.clamp_min(1e-30))
-    w_b = torch.where(parallel, t, torch.sin(t * omega) / sin.clamp_min(1e-30))
-    shape = (-1,) + (1,) * (a.ndim - 1)
-    out = w_a.view(shape) * a.double() + w_b.view(shape) * b.double()
-    return out.to(a.dtype)
+    a64, b64 = a.double(), b.double()
+    cos = (a64 * b64).sum() / (a64.norm() * b64.norm()).clamp_min(1e-30)
+    omega = float(torch.arccos(cos.clamp(-1.0, 1.0)))
+    if math.sin(omega) < 1e-6:
+        return ((1.0 - t) * a64 + t * b64).to(a.dtype)
+    w_a = math.sin((1.0 - t) * omega) / math.sin(omega)
+    w_b = math.sin(t * omega) / math.sin(omega)
+    return (w_a * a64 + w_b * b64).to(a.dtype)
 
 
 def perturb_map(e: torch.Tensor, n: torch.Tensor, gamma: float) -> torch.Tensor:
