@@ -2,6 +2,10 @@ import pytest
 import torch
 
 
+# Tiny convolutions run far faster on one thread, and CI machines may be shared.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

@@ -138,33 +138,11 @@ def _latents(pipe, args, specs):
     return latents
 
 
-def _gif(frames, path: Path, scale: int) -> None:
-    """Write (N, C, H, W) frames in [-1, 1] as a looping GIF, upscaled by ``scale``."""
-    from PIL import Image
-
-    from udpm.data.save import to_uint8
-
-    arrays = to_uint8(frames).permute(0, 2, 3, 1).numpy()
-    mode = "L" if arrays.shape[-1] == 1 else "RGB"
-    images = [Image.fromarray(a.squeeze(-1) if mode == "L" else a, mode) for a in arrays]
-    images = [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in images]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=120, loop=0)
-
-
-def _gif_order(images):
-    """A row there and back; a grid in a zigzag, so that neighbouring frames are neighbours."""
-    import torch
-
-    if images.ndim == 4:
-        return torch.cat([images, images.flip(0)[1:-1]])
-    rows = [row if i % 2 == 0 else row.flip(0) for i, row in enumerate(images)]
-    return torch.cat(rows)
-
-
 def run_interpolate(args) -> int:
     from udpm.data import save_image_grid
     from udpm.errors import UDPMError
     from udpm.latent import interpolate
+    from udpm.latent.gif import gif_frames, save_gif
 
     if len(args.latents) not in (2, 4):
         raise UDPMError(
@@ -179,7 +157,7 @@ def run_interpolate(args) -> int:
     print(f"wrote {path}")
     if args.gif:
         gif = args.out / "interpolation.gif"
-        _gif(_gif_order(images), gif, scale=max(1, 128 // images.shape[-1]))
+        save_gif(gif_frames(images), gif, scale=max(1, 128 // images.shape[-1]))
         print(f"wrote {gif}")
     return 0
 

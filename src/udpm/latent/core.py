@@ -96,9 +96,7 @@ class Latent:
         """Write the maps (tensors ``e_1..e_L``) and the metadata as one safetensors file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            f"e_{l}": e.detach().cpu().float().contiguous() for l, e in enumerate(self.noises, 1)
-        }
+        tensors = {f"e_{l}": e.detach().cpu().float().clone() for l, e in enumerate(self.noises, 1)}
         meta = {
             "format": FORMAT,
             "levels": json.dumps(self.levels),

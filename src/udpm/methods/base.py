@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import torch
 
 from udpm.errors import UDPMError
@@ -15,7 +18,8 @@ class Method:
     """Base class. Subclasses fill ``self.modules`` (``"G"`` first) and implement ``step``.
 
     ``modules`` are the trainable networks, ``optimizers`` their Adam optimisers, keyed the
-    same way. ``step`` takes one batch and returns a dict of floats for the logs.
+    same way. ``step`` takes this rank's part of a global batch and returns a dict of floats
+    for the logs.
     """
 
     def __init__(self, config, device, num_classes: int = 0, autocast_dtype=None):
@@ -23,6 +27,8 @@ class Method:
         self.autocast_dtype = autocast_dtype
         self.modules: dict[str, torch.nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.nets: dict[str, torch.nn.Module] = {}
+        self.split = None  # set by distribute(); None: the batch given to step is all there is
 
     def _make_optimizers(self) -> None:
         betas = tuple(self.config.adam_betas)
@@ -42,22 +48,92 @@ class Method:
         enabled = self.autocast_dtype is not None
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=enabled)
 
-    def optimise(self, name: str, loss: torch.Tensor, what: str) -> float:
-        """Backward, clip, step; refuse a non-finite loss before touching the weights."""
-        value = float(loss.detach())
-        if not torch.isfinite(loss.detach()):
-            raise NonFiniteLoss(f"{what} became {value}")
-        opt = self.optimizers[name]
+    def distribute(self, split) -> None:
+        """Train on this rank's part of each global batch (a ``train.distributed.BatchSplit``).
+
+        Under several processes each network is wrapped in ``DistributedDataParallel``,
+        which averages gradients over the ranks during ``backward``. ``modules`` keep the
+        plain networks (optimisers, EMA and checkpoints use them); ``nets`` the wrapped ones
+        for the training forward passes.
+        """
+        self.split = split
+        if split.world_size == 1:
+            return
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # Buffers are constants (filters, Fourier frequencies), equal on every rank.
+        self.nets = {
+            k: DDP(m, device_ids=ids, broadcast_buffers=False) for k, m in self.modules.items()
+        }
+
+    def net(self, name: str) -> torch.nn.Module:
+        """The network to train through: DDP-wrapped under several processes."""
+        return self.nets.get(name, self.modules[name])
+
+    @property
+    def accum_steps(self) -> int:
+        return 1 if self.split is None else self.split.accum_steps
+
+    def rank_rows(self, draw, local_size: int) -> torch.Tensor:
+        """This rank's rows of ``draw(global batch size)``, moved to the device.
+
+        Every rank draws the noise of the whole global batch from a generator seeded alike
+        and keeps its rows, so a sample's noise does not depend on how the batch is split
+        over processes and micro-batches: a run on W processes sees the noise of one.
+        ``local_size`` is the batch given to ``step`` (all of it without ``distribute``).
+        """
+        if self.split is None:
+            return draw(local_size).to(self.device)
+        return self.split.rank_part(draw(self.split.batch_size)).to(self.device)
+
+    def micro_batches(self, *xs) -> list[tuple]:
+        return [xs] if self.split is None else self.split.micro_parts(*xs)
+
+    def optimise(self, name: str, micro_loss, what: str) -> dict[str, float]:
+        """One optimiser step of ``modules[name]`` on the step's global batch.
+
+        ``micro_loss(i)`` returns the loss of micro-batch ``i`` (a mean over its samples)
+        and a dict of scalar terms to log. Gradients of ``loss / A`` accumulate over the
+        ``A`` micro-batches, and DDP averages them over the ranks on the last one (so
+        ``micro_loss`` runs inside the no-sync context that DDP reads in its forward): the
+        step follows the mean loss over the global batch. Returns the global means of
+        ``"loss"`` and of each term, the same on every rank; a non-finite mean on any rank
+        stops every rank before the weights change.
+        """
+        opt, steps = self.optimizers[name], self.accum_steps
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        sums: dict[str, torch.Tensor] = {}
+        for i in range(steps):
+            with self._sync(name, i == steps - 1):
+                loss, terms = micro_loss(i)
+                (loss / steps).backward()
+            for k, v in {"loss": loss, **terms}.items():
+                sums[k] = sums.get(k, 0) + v.detach().float()
+        means = self._global_means(sums)
+        if not math.isfinite(means["loss"]):
+            raise NonFiniteLoss(f"{what} became {means['loss']}")
         self.after_backward(name)
         if self.config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.modules[name].parameters(), self.config.grad_clip)
         opt.step()
-        return value
+        return means
+
+    def _sync(self, name: str, last: bool):
+        net = self.net(name)
+        return contextlib.nullcontext() if last or net is self.modules[name] else net.no_sync()
+
+    def _global_means(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Means over micro-batches and ranks, in one collective for all the terms."""
+        from udpm.train.distributed import all_sum
+
+        world = 1 if self.split is None else self.split.world_size
+        total = all_sum(torch.stack(list(sums.values())))
+        values = (total / (self.accum_steps * world)).tolist()
+        return dict(zip(sums, values))
 
     def after_backward(self, name: str) -> None:
-        """Hook for distributed gradient averaging (no-op on one process)."""
+        """Hook after the gradients of ``name`` are complete (averaged by DDP), before clipping."""
 
     def state_dict(self) -> dict:
         return {
