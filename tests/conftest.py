@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-
 # Tiny convolutions run far faster on one thread, and CI machines may be shared.
 torch.set_num_threads(1)
 

@@ -76,27 +76,34 @@ class DiffusionMethod(Method):
         self.process = build_gaussian_process(config)
         self.modules["G"] = build_network(config, num_classes).to(self.device)
         self._make_optimizers()
-        self.noise_gen = torch.Generator().manual_seed(config.seed * 1000 + 1 + rank)
+        # Seeded alike on every rank: each draws the global batch's t and noise, keeps its rows.
+        self.noise_gen = torch.Generator().manual_seed(config.seed * 1000 + 1)
 
     def step(self, x0: torch.Tensor, labels, step: int) -> dict:
         from udpm.objectives.gaussian import diffusion_loss, sample_times
 
-        s = self.settings
-        t = sample_times(self.process, x0.shape[0], generator=self.noise_gen)
-        noise = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
-        with self.autocast():
-            loss = diffusion_loss(
-                self.modules["G"],
-                self.process,
-                x0,
-                labels,
-                t=t.to(self.device),
-                noise=noise,
-                parameterization=s["parameterization"],
-                weighting=s["weighting"],
-                multiscale_base=s["multiscale_base"],
-            )
-        return {"loss_g": self.optimise("G", loss.float(), "the diffusion loss")}
+        s, n = self.settings, x0.shape[0]
+        t = self.rank_rows(lambda m: sample_times(self.process, m, generator=self.noise_gen), n)
+        noise = self.rank_rows(lambda m: torch.randn((m, *x0.shape[1:]), generator=self.noise_gen), n)
+        parts = self.micro_batches(x0, labels, t, noise)
+
+        def micro_loss(i):
+            x0_i, labels_i, t_i, noise_i = parts[i]
+            with self.autocast():
+                loss = diffusion_loss(
+                    self.net("G"),
+                    self.process,
+                    x0_i,
+                    labels_i,
+                    t=t_i,
+                    noise=noise_i,
+                    parameterization=s["parameterization"],
+                    weighting=s["weighting"],
+                    multiscale_base=s["multiscale_base"],
+                )
+            return loss.float(), {}
+
+        return {"loss_g": self.optimise("G", micro_loss, "the diffusion loss")["loss"]}
 
     def extra_state(self) -> dict:
         return {"noise_gen": self.noise_gen.get_state()}

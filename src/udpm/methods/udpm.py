@@ -19,8 +19,10 @@ class UDPMMethod(Method):
     """Generator ``G = f_θ`` shared by all levels and a level-conditional discriminator ``D``.
 
     Randomness: ``level_gen`` draws the level of each step and is seeded identically on
-    every rank, so all ranks of a step train the same level shape; ``noise_gen`` draws the
-    forward-process and instance noise and is seeded per rank.
+    every rank, so all ranks of a step train the same level shape (one network graph per
+    step, and the DDP gradient average is over one level's loss, as on one process).
+    ``noise_gen`` draws the forward-process and instance noise of the whole global batch,
+    also seeded alike; each rank keeps its rows (``Method.rank_rows``).
     """
 
     def __init__(self, config, device, num_classes=0, autocast_dtype=None, rank=0, warn=None):
@@ -44,63 +46,104 @@ class UDPMMethod(Method):
             config.perceptual if uses_perceptual else "none", self.device, **kwargs
         )
         self.level_gen = torch.Generator().manual_seed(config.seed)
-        self.noise_gen = torch.Generator().manual_seed(config.seed * 1000 + 1 + rank)
+        self.noise_gen = torch.Generator().manual_seed(config.seed * 1000 + 1)
 
     def draw_level(self) -> int:
         return int(torch.randint(1, self.process.levels + 1, (1,), generator=self.level_gen))
 
-    def _randn(self, shape) -> torch.Tensor:
-        return torch.randn(shape, generator=self.noise_gen).to(self.device)
+    def _randn(self, shape, local_size: int) -> torch.Tensor:
+        """Standard normal noise ``(local_size, *shape)``: this rank's rows of the global draw."""
+        return self.rank_rows(
+            lambda n: torch.randn((n, *shape), generator=self.noise_gen), local_size
+        )
 
     def step(self, x0: torch.Tensor, labels, step: int) -> dict:
-        """One D step and one G step at a single level drawn uniformly."""
-        cfg, L = self.config, self.process.levels
+        """One D step and one G step at a single level drawn uniformly.
+
+        With micro-batches (gradient accumulation) D's step needs every micro-batch's fake
+        before G's step may start, so G's forward runs twice per micro-batch: without a
+        graph for D, with one for G. With one micro-batch the graph is kept and reused.
+        """
+        cfg, L, n = self.config, self.process.levels, x0.shape[0]
         l = self.draw_level()
         f = self.process.factor**l
-        noise = self._randn((*x0.shape[:2], x0.shape[2] // f, x0.shape[3] // f))
+        noise = self._randn((x0.shape[1], x0.shape[2] // f, x0.shape[3] // f), n)
         x_l, y, scale = level_targets(self.process, x0, l, noise)
-        t = torch.full((x0.shape[0],), self.process.level_time(l), device=self.device)
-        G, D = self.modules["G"], self.modules.get("D")
-        with self.autocast():
-            y_hat = G(x_l, t, labels).float() / scale
-        logs = {"level": l}
-        lam_adv = cfg.lambda_adv[l - 1]
-        if D is not None and lam_adv > 0:
+        t = torch.full((n,), self.process.level_time(l), device=self.device)
+        adversarial = "D" in self.modules and cfg.lambda_adv[l - 1] > 0
+        noise_real = noise_fake = None
+        if adversarial:
             sd = instance_noise_std(
                 step, cfg.instance_noise, cfg.instance_noise_decay, cfg.instance_noise_every
             )
-            noise_real, noise_fake = self._randn(y.shape) * sd, self._randn(y.shape) * sd
-            logs["loss_d"] = self._discriminator_step(
-                D, y + noise_real, y_hat.detach() + noise_fake, t, labels, l
-            )
-            D.requires_grad_(False)  # G's step needs D's input gradient only
-        loss = y_hat.new_zeros(())
-        if cfg.lambda_l1[l - 1] > 0:
-            logs["l1"] = float((l1 := (y_hat - y).abs().mean()).detach())
-            loss = loss + cfg.lambda_l1[l - 1] * l1
-        if cfg.lambda_perceptual[l - 1] > 0 and self.perceptual.available:
-            logs["perceptual"] = float((per := self.perceptual(y_hat, y)).detach())
-            loss = loss + cfg.lambda_perceptual[l - 1] * per
-        if D is not None and lam_adv > 0:
-            with self.autocast():
-                adv = generator_adversarial(D(y_hat + noise_fake, t, labels).float())
-            logs["adv_g"] = float(adv.detach())
-            loss = loss + lam_adv * adv
-        logs["loss_g"] = self.optimise("G", loss, f"the generator loss at level {l}/{L}")
+            noise_real, noise_fake = self._randn(y.shape[1:], n) * sd, self._randn(y.shape[1:], n) * sd
+        parts = self.micro_batches(x_l, y, t, labels, noise_real, noise_fake)
+        kept = [None] * len(parts)  # y_hat with its graph, when D's step may hand it over
+        logs = {"level": l}
+        if adversarial:
+            logs["loss_d"] = self._discriminator_step(parts, kept, scale, l)
+        D = self.modules.get("D")
         if D is not None:
-            D.requires_grad_(True)
-        return logs
+            D.requires_grad_(False)  # G's step needs D's input gradient only
+        try:
+            terms = self.optimise(
+                "G",
+                lambda i: self._generator_loss(parts[i], kept[i], scale, l, adversarial),
+                f"the generator loss at level {l}/{L}",
+            )
+        finally:
+            if D is not None:
+                D.requires_grad_(True)
+        logs["loss_g"] = terms.pop("loss")
+        return {**logs, **terms}
 
-    def _discriminator_step(self, D, real, fake, t, labels, l) -> float:
+    def _generate(self, part, scale, grad: bool) -> torch.Tensor:
+        """``ŷ = G(x_l, t) / sum(w)^{l-1}`` for one micro-batch."""
+        x_l, _, t, labels, _, _ = part
+        with torch.set_grad_enabled(grad), self.autocast():
+            return self.net("G")(x_l, t, labels).float() / scale
+
+    def _discriminator_step(self, parts, kept, scale, l) -> float:
         r1_weight = self.config.r1[l - 1]
-        real = real.detach().requires_grad_(r1_weight > 0)
-        with self.autocast():
-            logits_real = D(real, t, labels).float()
-            logits_fake = D(fake, t, labels).float()
-        loss = discriminator_loss(logits_real, logits_fake)
-        if r1_weight > 0:
-            loss = loss + 0.5 * r1_weight * r1_penalty(logits_real, real)
-        return self.optimise("D", loss, f"the discriminator loss at level {l}")
+        D = self.net("D")
+
+        def micro_loss(i):
+            _, y, t, labels, noise_real, noise_fake = parts[i]
+            y_hat = self._generate(parts[i], scale, grad=len(parts) == 1)
+            if len(parts) == 1:
+                kept[i] = y_hat
+            real = (y + noise_real).detach().requires_grad_(r1_weight > 0)
+            fake = y_hat.detach() + noise_fake
+            with self.autocast():
+                logits_real = D(real, t, labels).float()
+                logits_fake = D(fake, t, labels).float()
+            loss = discriminator_loss(logits_real, logits_fake)
+            if r1_weight > 0:
+                loss = loss + 0.5 * r1_weight * r1_penalty(logits_real, real)
+            return loss, {}
+
+        return self.optimise("D", micro_loss, f"the discriminator loss at level {l}")["loss"]
+
+    def _generator_loss(self, part, y_hat, scale, l, adversarial):
+        """G's loss on one micro-batch: L1, perceptual and adversarial terms of level ``l``."""
+        cfg = self.config
+        _, y, t, labels, _, noise_fake = part
+        if y_hat is None:
+            y_hat = self._generate(part, scale, grad=True)
+        loss, terms = y_hat.new_zeros(()), {}
+        if cfg.lambda_l1[l - 1] > 0:
+            terms["l1"] = (y_hat - y).abs().mean()
+            loss = loss + cfg.lambda_l1[l - 1] * terms["l1"]
+        if cfg.lambda_perceptual[l - 1] > 0 and self.perceptual.available:
+            terms["perceptual"] = self.perceptual(y_hat, y)
+            loss = loss + cfg.lambda_perceptual[l - 1] * terms["perceptual"]
+        if adversarial:
+            # The plain D: its weights take no gradient here, so DDP has nothing to reduce.
+            with self.autocast():
+                logits = self.modules["D"](y_hat + noise_fake, t, labels).float()
+            terms["adv_g"] = generator_adversarial(logits)
+            loss = loss + cfg.lambda_adv[l - 1] * terms["adv_g"]
+        return loss, terms
 
     def extra_state(self) -> dict:
         return {"level_gen": self.level_gen.get_state(), "noise_gen": self.noise_gen.get_state()}

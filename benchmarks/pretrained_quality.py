@@ -1,0 +1,176 @@
+"""Quality of the emoji32-cpu UDPM run against training time, and export of the shipped model.
+
+    python benchmarks/pretrained_quality.py curve  --history runs/emoji32_history
+    python benchmarks/pretrained_quality.py export --checkpoint runs/emoji32_history/model-X.safetensors
+
+``curve`` measures FD (shipped emoji32 feature network), precision and recall of 2,000
+samples against all 3,781 emoji for every saved checkpoint, next to the floor: the FD
+between two random halves of the data set. It writes ``benchmarks/PRETRAINED.md``,
+``benchmarks/pretrained_quality.json`` and ``benchmarks/pretrained_quality.png``.
+``export`` writes the fp16 EMA weights into the package (``udpm.load()`` reads them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ASSET = HERE.parent / "src" / "udpm" / "assets" / "pretrained" / "emoji32-udpm.safetensors"
+
+
+def real_images() -> torch.Tensor:
+    from udpm.data import load_source
+
+    return load_source("emoji32").images.float() / 127.5 - 1
+
+
+def floor(real: torch.Tensor) -> dict:
+    from udpm.eval import compute_metrics
+
+    perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
+    half = len(real) // 2
+    r = compute_metrics(real[perm[:half]], real[perm[half:]], progress=False)
+    return {
+        "fd": r["fd"],
+        "precision": r["precision"],
+        "recall": r["recall"],
+        "n": half,
+        "n_reference": len(real) - half,
+    }
+
+
+def measure(path: Path, real: torch.Tensor, n: int) -> dict:
+    import udpm
+    from udpm.eval import compute_metrics
+    from udpm.eval.reference import dataset_identity
+
+    pipe = udpm.load(path)
+    fake = pipe.sample(n, seed=0, batch_size=500)
+    r = compute_metrics(fake, real, reference_key=dataset_identity("emoji32"), progress=False)
+    return {
+        "checkpoint": path.name,
+        "step": pipe.meta["step"],
+        "train_minutes": round(pipe.meta.get("train_seconds", 0) / 60, 1),
+        "images_seen": pipe.meta.get("images_seen"),
+        "fd": r["fd"],
+        "precision": r["precision"],
+        "recall": r["recall"],
+        "n": n,
+        "n_reference": r["n_real"],
+        "feature_net_hash": r["feature_net_hash"],
+    }
+
+
+def curve(args) -> None:
+    real = real_images()
+    files = sorted(Path(args.history).glob("model-*.safetensors"))
+    files = files[:: max(1, len(files) // args.points)] + files[-1:] if files else []
+    rows = [measure(p, real, args.n) for p in dict.fromkeys(files)]
+    for r in rows:
+        print(
+            f"step {r['step']:6d}  {r['train_minutes']:6.1f} min  FD {r['fd']:.2f}  "
+            f"P {r['precision']:.3f}  R {r['recall']:.3f}"
+        )
+    result = {
+        "rows": rows,
+        "floor": floor(real),
+        "commit": commit(),
+        "machine": machine(),
+        "command": "python benchmarks/pretrained_quality.py curve",
+    }
+    (HERE / "pretrained_quality.json").write_text(json.dumps(result, indent=2))
+    write_markdown(result)
+    plot(result)
+
+
+def write_markdown(result: dict) -> None:
+    fl = result["floor"]
+    lines = [
+        "# The shipped emoji32 UDPM model: quality against training time",
+        "",
+        f"`{result['command']}` at commit `{result['commit']}` on {result['machine']}.",
+        f"FD, precision and recall of {result['rows'][0]['n'] if result['rows'] else '?'} "
+        "samples (seeds 0..) against all 3,781 emoji32 images, in the shipped emoji32 "
+        "feature network. Training ran on the same 2-core CPU, shared with other jobs, so "
+        "minutes are an upper bound on what an idle machine needs.",
+        "",
+        "| step | training minutes | images seen | FD ↓ | FD / floor | precision | recall |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['step']} | {r['train_minutes']} | {r['images_seen']} | "
+            f"{r['fd']:.2f} | {r['fd'] / fl['fd']:.1f} | {r['precision']:.3f} | "
+            f"{r['recall']:.3f} |"
+        )
+    lines += [
+        "",
+        f"Floor: FD between two random halves of emoji32 ({fl['n']} vs "
+        f"{fl['n_reference']} images) is **{fl['fd']:.2f}** (precision "
+        f"{fl['precision']:.3f}, recall {fl['recall']:.3f}).",
+        "",
+    ]
+    (HERE / "PRETRAINED.md").write_text("\n".join(lines))
+
+
+def plot(result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot([r["train_minutes"] for r in rows], [r["fd"] for r in rows], "o-", label="UDPM")
+    ax.axhline(result["floor"]["fd"], ls="--", color="grey", label="floor (half vs half)")
+    ax.set_yscale("log")
+    ax.set_xlabel("training minutes (2-core CPU)")
+    ax.set_ylabel("FD, emoji32 features (log)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(HERE / "pretrained_quality.png", dpi=120)
+    plt.close(fig)
+
+
+def export(args) -> None:
+    from udpm.train.checkpoint import load_model, save_model
+
+    state, meta = load_model(Path(args.checkpoint))
+    meta["exported_from"] = Path(args.checkpoint).name
+    ASSET.parent.mkdir(parents=True, exist_ok=True)
+    save_model(ASSET, state, meta, half=True)
+    print(f"wrote {ASSET} ({ASSET.stat().st_size / 1e6:.1f} MB, step {meta['step']})")
+
+
+def commit() -> str:
+    try:
+        return subprocess.check_output(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True
+        ).strip()
+    except Exception:
+        return "unknown"
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("stage", choices=["curve", "export"])
+    p.add_argument("--history", default="runs/emoji32_history", help="folder of model files")
+    p.add_argument("--checkpoint", help="export: the model file to ship")
+    p.add_argument("--n", type=int, default=2000, help="samples per checkpoint")
+    p.add_argument("--points", type=int, default=8, help="checkpoints on the curve")
+    args = p.parse_args()
+    {"curve": curve, "export": export}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
