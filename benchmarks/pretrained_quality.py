@@ -1,7 +1,7 @@
 """Quality of the emoji32-cpu UDPM run against training time, and export of the shipped model.
 
     python benchmarks/pretrained_quality.py curve  --history runs/emoji32_history
-    python benchmarks/pretrained_quality.py export --checkpoint runs/emoji32_history/model-X.safetensors
+    python benchmarks/pretrained_quality.py export --checkpoint MODEL_FILE
 
 ``curve`` measures FD (shipped emoji32 feature network), precision and recall of 2,000
 samples against all 3,781 emoji for every saved checkpoint, next to the floor: the FD

@@ -3,6 +3,10 @@
 A run directory holds ``config.yaml``, ``metrics.jsonl``, ``samples/`` and
 ``checkpoints/``. ``resume=True`` continues from the newest checkpoint exactly: the
 weights, optimisers, EMA, step and every random generator are restored.
+
+Under ``torchrun`` (see ``train.distributed``) every process runs the same loop on its
+part of each global batch: rank 0 alone writes the run directory, the others take its
+config and checkpoints through collectives, and a failure on one rank stops them all.
 """
 
 from __future__ import annotations
@@ -20,12 +24,18 @@ from udpm.errors import UDPMError
 from udpm.methods import get_method
 from udpm.methods.base import NonFiniteLoss
 from udpm.train import checkpoint as ckpt
+from udpm.train import distributed as dist
 from udpm.train.config import Config
 from udpm.train.ema import EMA
 
 
 class Batches:
-    """Shuffled mini-batches of an in-memory uint8 image tensor, with resumable state."""
+    """Shuffled mini-batches of an in-memory uint8 image tensor, with resumable state.
+
+    It is also the distributed sampler: every rank holds the same generator, so all draw
+    the same permutation (a new one every epoch) and the same global batch, and keep their
+    own part of it (``next(indices)``).
+    """
 
     def __init__(self, images, labels, batch_size: int, hflip: bool, seed: int):
         if batch_size > len(images):
@@ -141,20 +151,35 @@ class Trainer:
         self.out, self.progress = Path(out), progress
         self.rank, self.world_size = rank, world_size
         self.is_main = rank == 0
+        if world_size != dist.world_size():
+            raise UDPMError(
+                f"world_size={world_size} but the process group has {dist.world_size()}; "
+                "call udpm.train.train under torchrun, which sets up the group"
+            )
         from udpm.methods.diffusion import resolve_config
 
         config = resolve_config(config)
-        self.config = prepare_run_dir(self.out, config, resume) if self.is_main else config
+        self.split = dist.BatchSplit(config.batch_size, world_size, rank, config.micro_batch)
+        self.data = self._load_data(config)
+        dist.check_same(self._identity(config))
+        # Rank 0 creates (or, to resume, reads) the run directory; all ranks take its config.
+        self.config = dist.together(
+            lambda: prepare_run_dir(self.out, config, resume), main_only=True, share=True
+        )
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.data = self._load_data()
-        self.device = resolve_device(cfg.device)
-        torch.manual_seed(cfg.seed + rank)
+        self.device = dist.local_device(resolve_device(cfg.device))
+        # Every rank builds the same initial networks; then each draws its own dropout
+        # masks (rank 0 goes on with the stream of a single-process run).
+        torch.manual_seed(cfg.seed)
         method_cls = get_method(cfg.method)
         self.method = method_cls(
             cfg, self.device, self.num_classes, autocast_dtype(cfg.amp, self.device), rank=rank
         )
+        self.method.distribute(self.split)
+        if rank:
+            torch.manual_seed(cfg.seed + rank)
         self.ema = EMA(self.method.generator, cfg.ema_decay)
         self.batches = Batches(
             self.data.images,
@@ -163,15 +188,26 @@ class Trainer:
             cfg.hflip,
             cfg.seed + 12345,
         )
-        self.step, self.train_seconds = 0, 0.0
+        self.step, self.train_seconds, self.saved_step = 0, 0.0, None
         if resume:
-            self._restore(ckpt.checkpoint_steps(self.out)[-1])
+            step = dist.together(
+                lambda: ckpt.checkpoint_steps(self.out)[-1], main_only=True, share=True
+            )
+            dist.together(lambda: self._restore(step))
 
-    def _load_data(self):
+    def _identity(self, config: Config) -> dict:
+        """What must agree across ranks: the config, the data's size and the versions."""
+        return {
+            "config": config.to_dict(),
+            "images": list(self.data.images.shape),
+            "udpm": _version(),
+            "torch": torch.__version__,
+        }
+
+    def _load_data(self, cfg: Config):
         from udpm.data import load_source
         from udpm.processes.upsampling import UpsamplingProcess
 
-        cfg = self.config
         if cfg.method == "udpm":
             UpsamplingProcess(cfg.alphas, cfg.sigmas).check_resolution(cfg.resolution)
         data = load_source(
@@ -200,8 +236,16 @@ class Trainer:
         }
 
     def save(self) -> None:
-        if not self.is_main:
-            return
+        """Write a checkpoint from rank 0; a collective, so every rank calls it.
+
+        The EMA and weights are rank 0's (every rank holds the same); the random state of
+        each rank's dropout is gathered so that a resumed run continues exactly.
+        """
+        rngs = dist.all_gather_object(_rng_state())
+        dist.together(lambda: self._write(rngs), main_only=True)
+        self.saved_step = self.step
+
+    def _write(self, rngs: list[dict]) -> None:
         ckpt.save_model(ckpt.model_path(self.out, self.step), self.ema.state_dict(), self.meta())
         state = {
             "step": self.step,
@@ -209,21 +253,27 @@ class Trainer:
             "method": self.method.state_dict(),
             "ema": self.ema.state_dict(),
             "batches": self.batches.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "torch_rng": rngs[0]["torch"],
+            "cuda_rng": rngs[0]["cuda"],
+            "rank_rngs": rngs[1:],  # ranks 1.. of a run on several processes
         }
         ckpt.save_state(ckpt.state_path(self.out, self.step), state)
         ckpt.prune(self.out, self.config.keep)
 
     def _restore(self, step: int) -> None:
+        """Every rank loads the same state file (a shared file system across nodes)."""
         state = ckpt.load_state(ckpt.state_path(self.out, step))
         self.method.load_state_dict(state["method"])
         self.ema.load_state_dict(state["ema"])
         self.batches.load_state_dict(state["batches"])
         self.step, self.train_seconds = int(state["step"]), float(state["train_seconds"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.saved_step = self.step
+        rngs = [{"torch": state["torch_rng"], "cuda": state["cuda_rng"]}]
+        rngs += state.get("rank_rngs", [])
+        if self.rank < len(rngs):
+            _set_rng_state(rngs[self.rank])
+        else:  # more processes than the run had: a fresh dropout stream for this rank
+            torch.manual_seed(self.config.seed + self.rank + 1_000_003 * self.step)
 
     # --- the loop --------------------------------------------------------------------
 
@@ -257,6 +307,7 @@ class Trainer:
                 for k, v in logs.items():
                     window.setdefault(k, []).append(v)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    # The losses are global means already (Method.optimise).
                     elapsed = time.perf_counter() - t_window
                     record = _summarise(window, self.step, n_window * cfg.batch_size / elapsed)
                     logger.log(record)
@@ -273,10 +324,7 @@ class Trainer:
                     self.sample_grid()
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
-            if (
-                not ckpt.checkpoint_steps(self.out)
-                or ckpt.checkpoint_steps(self.out)[-1] != self.step
-            ):
+            if self.saved_step != self.step:
                 self.save()
         finally:
             bar.close()
@@ -290,11 +338,10 @@ class Trainer:
         labels = None if labels is None else labels.to(self.device)
         try:
             logs = self.method.step(x0, labels, self.step)
-        except NonFiniteLoss as exc:
-            good = ckpt.checkpoint_steps(self.out)
+        except NonFiniteLoss as exc:  # raised on every rank alike (Method.optimise)
             kept = (
-                f"the last good checkpoint (step {good[-1]}) is kept"
-                if good
+                f"the last good checkpoint (step {self.saved_step}) is kept"
+                if self.saved_step is not None
                 else "no checkpoint had been written yet"
             )
             raise UDPMError(
@@ -305,10 +352,21 @@ class Trainer:
         return logs
 
     def rank_slice(self) -> slice | None:
+        """This rank's samples of the global batch: ``rank, rank + W, ...`` (``BatchSplit``)."""
         if self.world_size == 1:
             return None
-        per = self.config.batch_size // self.world_size
-        return slice(self.rank * per, (self.rank + 1) * per)
+        return slice(self.rank, None, self.world_size)
+
+
+def _rng_state() -> dict:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _summarise(window: dict, step: int, img_per_s: float) -> dict:
@@ -331,5 +389,18 @@ def _version() -> str:
 
 
 def train(config: Config, out, resume: bool = False, progress: bool = True) -> Path:
-    """Train ``config`` into the run directory ``out``; returns the last model file."""
-    return Trainer(config, Path(out), resume=resume, progress=progress).run()
+    """Train ``config`` into the run directory ``out``; returns the last model file.
+
+    Under ``torchrun`` each process calls this alike; it joins the process group from the
+    environment (NCCL on GPUs, gloo on CPUs) and leaves it at the end.
+    """
+    with dist.process_group(config.device) as context:
+        trainer = Trainer(
+            config,
+            Path(out),
+            resume=resume,
+            progress=progress,
+            rank=context.rank,
+            world_size=context.world_size,
+        )
+        return trainer.run()
