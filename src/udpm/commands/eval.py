@@ -50,15 +50,25 @@ def register(sub) -> None:
 
 
 def generate(args):
-    """``(images, protocol)`` from the checkpoint, timing the sampling."""
+    """``(images, protocol)`` from the checkpoint, timing the sampling.
+
+    Under torchrun the seeds are sharded over the ranks and every rank gets all images.
+    """
     import udpm
     from udpm.commands.sample import sampler_kwargs
+    from udpm.samplers.dispatch import sample_sharded
+    from udpm.train import distributed as dist
     from udpm.train.loop import resolve_device
 
-    pipe = udpm.load(args.checkpoint, device=resolve_device(args.device))
+    pipe = udpm.load(args.checkpoint, device=dist.local_device(resolve_device(args.device)))
     t0 = time.perf_counter()
-    images = pipe.sample(
-        args.n, seed=args.seed, batch_size=args.batch_size, progress=True, **sampler_kwargs(args)
+    images = sample_sharded(
+        pipe,
+        args.n,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=True,
+        **sampler_kwargs(args),
     )
     protocol = {
         "checkpoint": pipe.meta.get("path"),
@@ -83,16 +93,25 @@ def run(args) -> int:
     from udpm.errors import UDPMError
     from udpm.eval import compute_metrics
     from udpm.eval.reference import dataset_identity
+    from udpm.train import distributed as dist
 
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     real = load_source(args.data)
     real_images = real.images.float() / 127.5 - 1
     if args.samples:
+        if dist.env_rank() != 0:  # nothing to shard under torchrun: rank 0 measures
+            return 0
         fake, protocol = read_samples(args.samples, real.resolution)
     else:
         if args.n < 2:
             raise UDPMError(f"--n must be at least 2, got {args.n}")
-        fake, protocol = generate(args)
+        with dist.process_group(args.device):  # under torchrun: seeds sharded over the ranks
+            fake, protocol = generate(args)
+            main = dist.rank() == 0
+        # Measured once, by rank 0 outside the group: torchmetrics would otherwise sync
+        # its feature states over the ranks.
+        if not main:
+            return 0
     if tuple(fake.shape[1:]) != tuple(real_images.shape[1:]):
         raise UDPMError(
             f"samples have shape {tuple(fake.shape[1:])} but {args.data} images "

@@ -57,21 +57,31 @@ def sampler_kwargs(args) -> dict:
 
 
 def run(args) -> int:
+    from udpm.train import distributed as dist
+
+    with dist.process_group(args.device):  # under torchrun: seeds sharded over the ranks
+        return write_samples(args)
+
+
+def write_samples(args) -> int:
     import udpm
     from udpm.data import save_image_grid, save_images
     from udpm.errors import UDPMError
+    from udpm.samplers.dispatch import sample_sharded
+    from udpm.train import distributed as dist
     from udpm.train.loop import resolve_device
 
     if args.n < 1:
         raise UDPMError(f"--n must be at least 1, got {args.n}")
-    pipe = udpm.load(args.checkpoint, device=resolve_device(args.device))
+    pipe = udpm.load(args.checkpoint, device=dist.local_device(resolve_device(args.device)))
     kwargs = sampler_kwargs(args)
     if kwargs and pipe.config.method == "udpm":
         raise UDPMError(
             "--sampler/--steps/--eta apply to diffusion baselines; UDPM always "
             f"takes {pipe.process.levels} steps"
         )
-    out = pipe.sample(
+    out = sample_sharded(
+        pipe,
         args.n,
         seed=args.seed,
         class_label=args.class_label,
@@ -80,6 +90,8 @@ def run(args) -> int:
         progress=True,
         **kwargs,
     )
+    if dist.rank() != 0:  # rank 0 holds every image and writes them
+        return 0
     images, levels = out if args.levels else (out, None)
     args.out.mkdir(parents=True, exist_ok=True)
     paths = save_images(images, args.out, prefix="seed", start=args.seed)

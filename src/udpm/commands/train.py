@@ -14,7 +14,9 @@ def register(sub) -> None:
         "train",
         help=HELP,
         description=HELP + ". Checkpoints are "
-        "self-describing: 'udpm sample --checkpoint RUN' needs nothing else.",
+        "self-describing: 'udpm sample --checkpoint RUN' needs nothing else. Under "
+        "torchrun (torchrun --nproc_per_node=N -m udpm.cli train ...) the processes share "
+        "each global batch.",
     )
     p.add_argument(
         "--data",
@@ -43,7 +45,15 @@ def register(sub) -> None:
         "where its newest checkpoint stopped (its config is reused; only --steps "
         "may change)",
     )
-    p.add_argument("--batch-size", type=int, help="global batch size")
+    p.add_argument(
+        "--batch-size", type=int, help="global batch size, over all processes under torchrun"
+    )
+    p.add_argument(
+        "--micro-batch",
+        type=int,
+        help="per-device micro-batch; the global batch must be processes × micro-batch × "
+        "accumulation steps (default: global batch / processes, no accumulation)",
+    )
     p.add_argument("--lr", type=float, help="Adam learning rate for G and D")
     p.add_argument("--seed", type=int, help="seed of every random generator of the run")
     p.add_argument("--resolution", type=int, help="resize and centre-crop images to this")
@@ -76,6 +86,7 @@ def build_config(args):
         "method": args.method,
         "steps": args.steps,
         "batch_size": args.batch_size,
+        "micro_batch": args.micro_batch,
         "lr": args.lr,
         "seed": args.seed,
         "resolution": args.resolution,
@@ -87,9 +98,12 @@ def build_config(args):
 
 
 def run(args) -> int:
+    from udpm.train.distributed import env_rank
     from udpm.train.loop import train
 
     config = build_config(args)
+    # Under torchrun every process runs this; train() joins them (see 'Many GPUs').
     path = train(config, args.out, resume=args.resume, progress=not args.no_progress)
-    print(f"trained {config.method}: {path}")
+    if env_rank() == 0:
+        print(f"trained {config.method}: {path}")
     return 0

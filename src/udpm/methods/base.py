@@ -54,7 +54,10 @@ class Method:
         Under several processes each network is wrapped in ``DistributedDataParallel``,
         which averages gradients over the ranks during ``backward``. ``modules`` keep the
         plain networks (optimisers, EMA and checkpoints use them); ``nets`` the wrapped ones
-        for the training forward passes.
+        for the training forward passes. D's R1 penalty differentiates with respect to the
+        input only (``autograd.grad``, which fires no DDP hook), and the one ``backward`` of
+        D's loss then reduces each weight's gradient once, its double-backward part
+        included; ``tests/test_distributed.py`` checks the result against one process.
         """
         self.split = split
         if split.world_size == 1:
@@ -62,10 +65,7 @@ class Method:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        # Buffers are constants (filters, Fourier frequencies), equal on every rank.
-        self.nets = {
-            k: DDP(m, device_ids=ids, broadcast_buffers=False) for k, m in self.modules.items()
-        }
+        self.nets = {k: DDP(m, device_ids=ids) for k, m in self.modules.items()}
 
     def net(self, name: str) -> torch.nn.Module:
         """The network to train through: DDP-wrapped under several processes."""

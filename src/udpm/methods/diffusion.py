@@ -67,7 +67,7 @@ def build_gaussian_process(config):
 class DiffusionMethod(Method):
     """One network, one denoising loss per step (Algorithm 1 of seed 002, or seed 004's)."""
 
-    def __init__(self, config, device, num_classes=0, autocast_dtype=None, rank=0, warn=None):
+    def __init__(self, config, device, num_classes=0, autocast_dtype=None, warn=None):
         config = resolve_config(config)
         super().__init__(config, device, num_classes, autocast_dtype)
         from udpm.pipeline import build_network
@@ -84,7 +84,9 @@ class DiffusionMethod(Method):
 
         s, n = self.settings, x0.shape[0]
         t = self.rank_rows(lambda m: sample_times(self.process, m, generator=self.noise_gen), n)
-        noise = self.rank_rows(lambda m: torch.randn((m, *x0.shape[1:]), generator=self.noise_gen), n)
+        noise = self.rank_rows(
+            lambda m: torch.randn((m, *x0.shape[1:]), generator=self.noise_gen), n
+        )
         parts = self.micro_batches(x0, labels, t, noise)
 
         def micro_loss(i):

@@ -25,7 +25,7 @@ class UDPMMethod(Method):
     also seeded alike; each rank keeps its rows (``Method.rank_rows``).
     """
 
-    def __init__(self, config, device, num_classes=0, autocast_dtype=None, rank=0, warn=None):
+    def __init__(self, config, device, num_classes=0, autocast_dtype=None, warn=None):
         super().__init__(config, device, num_classes, autocast_dtype)
         from udpm.networks import Discriminator
         from udpm.pipeline import build_network, build_process
@@ -76,7 +76,10 @@ class UDPMMethod(Method):
             sd = instance_noise_std(
                 step, cfg.instance_noise, cfg.instance_noise_decay, cfg.instance_noise_every
             )
-            noise_real, noise_fake = self._randn(y.shape[1:], n) * sd, self._randn(y.shape[1:], n) * sd
+            noise_real, noise_fake = (
+                self._randn(y.shape[1:], n) * sd,
+                self._randn(y.shape[1:], n) * sd,
+            )
         parts = self.micro_batches(x_l, y, t, labels, noise_real, noise_fake)
         kept = [None] * len(parts)  # y_hat with its graph, when D's step may hand it over
         logs = {"level": l}

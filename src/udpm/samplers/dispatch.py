@@ -58,3 +58,51 @@ def sample_batches(
         images.append(out.cpu())
     images = torch.cat(images).clamp(-1, 1)
     return (images, torch.cat(levels)) if return_levels and method == "udpm" else images
+
+
+def sample_sharded(
+    pipe,
+    n=16,
+    seed=0,
+    class_label=None,
+    batch_size=256,
+    return_levels=False,
+    progress=False,
+    **sampler_kwargs,
+):
+    """:func:`sample_batches` spread over the processes of a ``torch.distributed`` group.
+
+    Rank ``r`` samples its contiguous block of the images (seeds ``seed + start ..``) and
+    every rank returns all ``n`` in seed order. An image depends on its own seed only, so
+    the result is the same for any number of processes and any batch size. Without a
+    process group this is ``sample_batches``.
+    """
+    from udpm.train import distributed as dist
+
+    kwargs = dict(class_label=class_label, batch_size=batch_size, **sampler_kwargs)
+    if not dist.is_distributed():
+        return sample_batches(
+            pipe, n, seed, return_levels=return_levels, progress=progress, **kwargs
+        )
+    block = dist.shard_range(n)
+    if len(block):
+        out = sample_batches(
+            pipe,
+            len(block),
+            seed + block.start,
+            return_levels=return_levels,
+            progress=progress and dist.rank() == 0,
+            **kwargs,
+        )
+    else:  # more processes than images
+        out = _empty(pipe, return_levels)
+    if return_levels and pipe.config.method == "udpm":
+        return tuple(dist.all_gather_tensor(part) for part in out)
+    return dist.all_gather_tensor(out)
+
+
+def _empty(pipe, return_levels):
+    images = torch.empty((0, *pipe.image_shape))
+    if return_levels and pipe.config.method == "udpm":
+        return images, torch.empty((0, pipe.process.levels, *pipe.image_shape))
+    return images

@@ -219,27 +219,36 @@ def check_same(values: dict, what: str = "config") -> None:
     digests = all_gather_object(digest)
     if len(set(digests)) == 1:
         return
-    dicts = all_gather_object(values)
+    dicts = [_flatten(d) for d in all_gather_object(values)]
     ranks = [r for r, d in enumerate(digests) if d != digests[0]]
-    field = next(
-        (k for k in sorted(set(dicts[0]) | set(dicts[ranks[0]])) if _differ(dicts, ranks[0], k)),
-        "?",
-    )
-    a, b = dicts[0].get(field), dicts[ranks[0]].get(field)
+    theirs = dicts[ranks[0]]
+    keys = sorted(set(dicts[0]) | set(theirs))
+    field = next((k for k in keys if _text(dicts[0], k) != _text(theirs, k)), keys[0])
     raise UDPMError(
         f"ranks disagree on the {what}: rank(s) {', '.join(map(str, ranks))} differ from "
-        f"rank 0 (first in {field}: {_short(b)} vs {_short(a)}); start every rank with the "
-        "same command, data and udpm version"
+        f"rank 0, first in {field} ({_short(theirs, field)} vs {_short(dicts[0], field)}); "
+        "start every rank with the same command, data and udpm version"
     )
 
 
-def _differ(dicts: list, r: int, key: str) -> bool:
-    return json.dumps(dicts[0].get(key), default=str) != json.dumps(dicts[r].get(key), default=str)
+def _flatten(values: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, so a mismatch names the innermost field."""
+    flat = {}
+    for k, v in values.items():
+        if isinstance(v, dict) and v:
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
 
 
-def _short(value) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _text(values: dict, key: str) -> str:
+    return json.dumps(values.get(key), default=str)
+
+
+def _short(values: dict, key: str) -> str:
+    text = _text(values, key)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # --- how a global batch is split -------------------------------------------------------

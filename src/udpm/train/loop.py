@@ -159,14 +159,18 @@ class Trainer:
         from udpm.methods.diffusion import resolve_config
 
         config = resolve_config(config)
-        self.split = dist.BatchSplit(config.batch_size, world_size, rank, config.micro_batch)
-        self.data = self._load_data(config)
-        dist.check_same(self._identity(config))
+        dist.BatchSplit(config.batch_size, world_size, rank, config.micro_batch)  # fail early
+        dist.check_same(
+            {"config": config.to_dict(), "udpm": _version(), "torch": torch.__version__}
+        )
         # Rank 0 creates (or, to resume, reads) the run directory; all ranks take its config.
         self.config = dist.together(
             lambda: prepare_run_dir(self.out, config, resume), main_only=True, share=True
         )
         cfg = self.config
+        self.split = dist.BatchSplit(cfg.batch_size, world_size, rank, cfg.micro_batch)
+        self.data = dist.together(lambda: self._load_data(cfg))  # each rank reads its copy
+        dist.check_same({"images": list(self.data.images.shape)}, what="data")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = dist.local_device(resolve_device(cfg.device))
@@ -175,7 +179,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         method_cls = get_method(cfg.method)
         self.method = method_cls(
-            cfg, self.device, self.num_classes, autocast_dtype(cfg.amp, self.device), rank=rank
+            cfg, self.device, self.num_classes, autocast_dtype(cfg.amp, self.device)
         )
         self.method.distribute(self.split)
         if rank:
@@ -194,15 +198,6 @@ class Trainer:
                 lambda: ckpt.checkpoint_steps(self.out)[-1], main_only=True, share=True
             )
             dist.together(lambda: self._restore(step))
-
-    def _identity(self, config: Config) -> dict:
-        """What must agree across ranks: the config, the data's size and the versions."""
-        return {
-            "config": config.to_dict(),
-            "images": list(self.data.images.shape),
-            "udpm": _version(),
-            "torch": torch.__version__,
-        }
 
     def _load_data(self, cfg: Config):
         from udpm.data import load_source
@@ -320,8 +315,8 @@ class Trainer:
                     )
                     window, t_window, n_window = {}, time.perf_counter(), 0
                 bar.update(1)
-                if self.is_main and self.step % cfg.sample_every == 0:
-                    self.sample_grid()
+                if self.step % cfg.sample_every == 0:
+                    dist.together(self.sample_grid, main_only=True)
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
             if self.saved_step != self.step:
