@@ -102,6 +102,6 @@ def write_samples(args) -> int:
     if args.save_latents:
         from udpm.latent import save_latents_for
 
-        save_latents_for(pipe, paths, seed=args.seed)
+        save_latents_for(pipe, paths, seed=args.seed, class_label=args.class_label)
     print(f"wrote {len(images)} images to {args.out}")
     return 0
