@@ -9,6 +9,7 @@ HELP = "measure sampling cost: NFE, FLOPs per image (torch's counter), ms per im
 
 
 def register(sub) -> None:
+    from udpm.commands.sample import add_sampler_arguments
     from udpm.train.config import PRESETS
 
     p = sub.add_parser(
@@ -39,9 +40,7 @@ def register(sub) -> None:
     )
     p.add_argument("--batches", default="1,64", help="batch sizes to time (default 1,64)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--sampler", help="baselines: ancestral | ddim")
-    p.add_argument("--steps", type=int, help="baselines: sampling steps")
-    p.add_argument("--eta", type=float, help="DDIM η")
+    add_sampler_arguments(p)
     p.set_defaults(func=run)
 
 

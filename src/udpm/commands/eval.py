@@ -10,6 +10,8 @@ HELP = "measure samples against real images: FD, KID, precision/recall (and Ince
 
 
 def register(sub) -> None:
+    from udpm.commands.sample import add_sampler_arguments
+
     p = sub.add_parser(
         "eval",
         help=HELP,
@@ -42,9 +44,7 @@ def register(sub) -> None:
     p.add_argument("--inception-weights", type=Path, help="local Inception weights for fid")
     p.add_argument("--batch-size", type=int, default=256, help="sampling/feature batch size")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--sampler", help="baselines: ancestral | ddim")
-    p.add_argument("--steps", type=int, help="baselines: sampling steps")
-    p.add_argument("--eta", type=float, help="DDIM η")
+    add_sampler_arguments(p)
     p.add_argument("--json", type=Path, help="write the results and protocol here")
     p.set_defaults(func=run)
 

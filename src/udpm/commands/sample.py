@@ -37,15 +37,20 @@ def register(sub) -> None:
     )
     p.add_argument("--batch-size", type=int, default=256, help="images per network batch")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--sampler", help="baselines: ancestral | ddim (default: the method's)")
-    p.add_argument("--steps", type=int, help="baselines: number of sampling steps")
-    p.add_argument("--eta", type=float, help="DDIM: stochasticity η in [0, 1]")
+    add_sampler_arguments(p)
     p.add_argument(
         "--save-latents",
         action="store_true",
         help="UDPM: write each image's noise maps next to it (NAME.latent.safetensors)",
     )
     p.set_defaults(func=run)
+
+
+def add_sampler_arguments(p) -> None:
+    """``--sampler/--steps/--eta``, shared by sample, eval and bench (baselines only)."""
+    p.add_argument("--sampler", help="baselines: ancestral | ddim (default: the method's)")
+    p.add_argument("--steps", type=int, help="baselines: number of sampling steps")
+    p.add_argument("--eta", type=float, help="DDIM: stochasticity η in [0, 1]")
 
 
 def sampler_kwargs(args) -> dict:
