@@ -8,8 +8,9 @@ It runs in stages so that it fits in sessions; each stage caches what it made:
     python benchmarks/trilemma.py eval   --n 500              # one JSON per row, cached
     python benchmarks/trilemma.py report                      # RESULTS.md + trilemma.png
 
-UDPM's row can come from an existing run (``--udpm-history DIR`` of model files copied
-during training): the checkpoint whose recorded training time is closest to the budget.
+The budget-matched UDPM rows come from ``cache/run-udpm`` (trained by the train stage like
+the baselines); the ``udpm-shipped`` rows use the newest file of ``--udpm-history``, the
+longer-trained shipped model, and say how long it trained.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "cache"
-BASELINES = {"ddpm": "emoji32-cpu-ddpm", "simple": "emoji32-cpu-simple"}
+# Every method trains from scratch here, alone on the machine, for the same budget.
+BASELINES = {"udpm": "emoji32-cpu", "ddpm": "emoji32-cpu-ddpm", "simple": "emoji32-cpu-simple"}
 # (row name, method, sampler kwargs) — the rows of the table.
 ROWS = [
     ("udpm-exact", "udpm", {}),
@@ -61,6 +63,8 @@ def train_stage(args) -> None:
     from udpm.cli import main
 
     for method, preset in BASELINES.items():
+        if args.methods and method not in args.methods:
+            continue
         run = CACHE / f"run-{method}"
         steps = args.chunk
         if not (run / "config.yaml").exists():
@@ -106,6 +110,8 @@ def udpm_checkpoint(args) -> Path:
 
     if args.udpm_checkpoint:
         return Path(args.udpm_checkpoint)
+    if (CACHE / "run-udpm").is_dir():  # trained by the train stage under the same rules
+        return CACHE / "run-udpm"
     files = sorted(Path(args.udpm_history).glob("model-*.safetensors"))
     if not files:
         sys.exit(f"no UDPM model files in {args.udpm_history}")
@@ -380,6 +386,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="first sampling seed")
     p.add_argument("--repeats", type=int, default=3, help="timing repeats")
     p.add_argument("--rows", nargs="*", help="only these rows")
+    p.add_argument("--methods", nargs="*", help="train stage: only these methods")
     p.add_argument("--force", action="store_true", help="recompute cached rows")
     args = p.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
