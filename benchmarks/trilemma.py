@@ -355,9 +355,10 @@ def plot(rows, floor, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("FLOPs per image (log)")
     ax.set_ylabel("FD in emoji32 features (lower is better)")
+    shipped = [r["train_minutes"] for r in rows if r["row"] == "udpm-shipped"]
     ax.set_title(
-        "emoji32: FD against sampling cost (8-min budget; udpm-shipped: 55 min;\n"
-        "hollow circles: authors' scalar posterior)",
+        f"emoji32: FD against sampling cost (equal budget; udpm-shipped: "
+        f"{shipped[0] if shipped else '?'} min;\nhollow circles: authors' scalar posterior)",
         fontsize=8,
     )
     fig.tight_layout()

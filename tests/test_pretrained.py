@@ -15,7 +15,8 @@ def test_shipped_model_loads_and_samples_reproducibly():
     a = model.sample(6, seed=11)
     b = model.sample(6, seed=11, batch_size=4)  # batch size does not change the images
     assert a.shape == (6, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    # Equal up to float rounding (conv kernels may differ by batch size), far below 1/255.
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
     assert not torch.allclose(a, model.sample(6, seed=12))
 
 
