@@ -113,7 +113,6 @@ class Method:
         means = self._global_means(sums)
         if not math.isfinite(means["loss"]):
             raise NonFiniteLoss(f"{what} became {means['loss']}")
-        self.after_backward(name)
         if self.config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.modules[name].parameters(), self.config.grad_clip)
         opt.step()
@@ -131,9 +130,6 @@ class Method:
         total = all_sum(torch.stack(list(sums.values())))
         values = (total / (self.accum_steps * world)).tolist()
         return dict(zip(sums, values))
-
-    def after_backward(self, name: str) -> None:
-        """Hook after the gradients of ``name`` are complete (averaged by DDP), before clipping."""
 
     def state_dict(self) -> dict:
         return {
