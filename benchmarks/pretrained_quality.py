@@ -139,7 +139,7 @@ def plot(result: dict) -> None:
 
 
 def export(args) -> None:
-    from udpm.train.checkpoint import load_model, save_model
+    from udpm.checkpoint import load_model, save_model
 
     state, meta = load_model(Path(args.checkpoint))
     meta["exported_from"] = Path(args.checkpoint).name

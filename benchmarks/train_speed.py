@@ -29,7 +29,7 @@ def main() -> None:
     args = p.parse_args()
 
     from udpm.methods.udpm import UDPMMethod
-    from udpm.train.config import preset_config
+    from udpm.config import preset_config
 
     config = preset_config(args.preset)
     method = UDPMMethod(config, "cpu")

@@ -53,7 +53,7 @@ def git_commit() -> str:
 
 
 def train_seconds(run: Path) -> float:
-    from udpm.train.checkpoint import read_meta, resolve_model_file
+    from udpm.checkpoint import read_meta, resolve_model_file
 
     return float(read_meta(resolve_model_file(run)).get("train_seconds", 0.0))
 
@@ -83,7 +83,7 @@ def train_stage(args) -> None:
                 ]
             )
         while train_seconds(run) < args.budget_min * 60:
-            from udpm.train.checkpoint import read_meta, resolve_model_file
+            from udpm.checkpoint import read_meta, resolve_model_file
 
             steps = read_meta(resolve_model_file(run))["step"] + args.chunk
             print(f"{method}: {train_seconds(run) / 60:.1f} min so far, training to {steps}")
@@ -106,7 +106,7 @@ def train_stage(args) -> None:
 
 def udpm_checkpoint(args) -> Path:
     """The model file of the UDPM run whose training time is closest to the budget."""
-    from udpm.train.checkpoint import read_meta
+    from udpm.checkpoint import read_meta
 
     if args.udpm_checkpoint:
         return Path(args.udpm_checkpoint)

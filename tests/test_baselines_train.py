@@ -6,7 +6,7 @@ import torch
 import udpm
 from udpm.cli import main
 from udpm.errors import UDPMError
-from udpm.train import checkpoint as ckpt
+from udpm import checkpoint as ckpt
 from udpm.train.loop import train
 
 from .test_train import tiny_config, tiny_npz  # noqa: F401  (fixture)

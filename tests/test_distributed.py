@@ -21,7 +21,7 @@ import torch
 
 import udpm
 from udpm.errors import UDPMError
-from udpm.train import checkpoint as ckpt
+from udpm import checkpoint as ckpt
 from udpm.train import distributed as dist
 from udpm.train.loop import Trainer, train
 

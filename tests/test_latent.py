@@ -31,7 +31,7 @@ from udpm.latent import (
 )
 from udpm.pipeline import Pipeline, build_network
 from udpm.processes import UpsamplingProcess
-from udpm.train import checkpoint as ckpt
+from udpm import checkpoint as ckpt
 from udpm.train.config import Config
 
 TINY_G = dict(

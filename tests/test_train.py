@@ -10,7 +10,7 @@ from PIL import Image
 
 import udpm
 from udpm.errors import UDPMError
-from udpm.train import checkpoint as ckpt
+from udpm import checkpoint as ckpt
 from udpm.train.config import Config, apply_overrides, preset_config
 from udpm.train.loop import Trainer, train
 

@@ -10,7 +10,7 @@ HELP = "measure sampling cost: NFE, FLOPs per image (torch's counter), ms per im
 
 def register(sub) -> None:
     from udpm.commands.sample import add_sampler_arguments
-    from udpm.train.config import PRESETS
+    from udpm.config import PRESETS
 
     p = sub.add_parser(
         "bench",
@@ -49,7 +49,7 @@ def preset_pipeline(name: str, device):
     import torch
 
     from udpm.pipeline import Pipeline, build_network, build_process_for
-    from udpm.train.config import preset_config
+    from udpm.config import preset_config
 
     config = preset_config(name)
     num_classes = config.network.get("num_classes", 0) if config.class_conditional else 0
@@ -64,7 +64,7 @@ def run(args) -> int:
     from udpm.commands.sample import sampler_kwargs
     from udpm.errors import UDPMError
     from udpm.eval.speed import benchmark
-    from udpm.train.loop import resolve_device
+    from udpm.device import resolve_device
 
     device = resolve_device(args.device)
     try:

@@ -58,7 +58,7 @@ def generate(args):
     from udpm.commands.sample import sampler_kwargs
     from udpm.samplers.dispatch import sample_sharded
     from udpm.train import distributed as dist
-    from udpm.train.loop import resolve_device
+    from udpm.device import resolve_device
 
     pipe = udpm.load(args.checkpoint, device=dist.local_device(resolve_device(args.device)))
     t0 = time.perf_counter()
