@@ -370,7 +370,7 @@ def plot(rows, floor, path: Path) -> None:
 
 def flops_stage(args) -> None:
     """FLOPs ratio of the paper presets (random weights; FLOPs do not depend on them)."""
-    from udpm.commands.bench import preset_pipeline
+    from udpm.eval.presets import preset_pipeline
     from udpm.eval.speed import full_resolution_pass_flops, sampling_flops
     from udpm.networks import count_parameters
 

@@ -191,3 +191,22 @@ def test_features_command_trains_a_loadable_network(tmp_path, capsys):
     net = load_feature_network(out)
     assert net.config.widths == (8, 16) and net.config.num_classes == 3
     assert info["weights_sha256"] == feature_network_hash(net)
+
+
+def test_eval_json_is_the_library_protocol(tmp_path, tiny_run, tiny_npz):  # noqa: F811
+    import udpm
+    from udpm.eval.protocol import evaluate, generate
+
+    out = tmp_path / "eval.json"
+    argv = ["eval", "--checkpoint", str(tiny_run), "--data", str(tiny_npz), "--n", "6"]
+    assert main([*argv, "--seed", "3", "--metrics", "fd,pr", "--json", str(out)]) == 0
+    written = json.loads(out.read_text())
+    pipe = udpm.load(tiny_run)
+    direct = evaluate(pipe, str(tiny_npz), n=6, seed=3, metrics=("fd", "pr"), progress=False)
+    for result in (written, direct):
+        del result["sampling_seconds"]
+    assert json.loads(json.dumps(direct, default=str)) == written
+    assert written["seeds"] == [3, 8] and written["n_reference"] == 12
+    # The same images given as a tensor are measured the same: the protocol is the images.
+    images, _ = generate(pipe, 6, seed=3, progress=False)
+    assert evaluate(images, str(tiny_npz), metrics=("fd",))["fd"] == pytest.approx(direct["fd"])

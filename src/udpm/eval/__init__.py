@@ -11,7 +11,9 @@ is an optional extra (`inception`). Real-image statistics are cached on disk (`r
 Modules: `features` (the feature network, its loader and hash; `udpm features` trains it),
 `feature_training` (the training recipe), `metrics` (FD, KID, precision/recall on feature
 tensors), `reference` (the on-disk cache), `inception` (standard FID), `compute`
-(`compute_metrics`, the high-level entry point).
+(`compute_metrics`, the high-level entry point), `protocol` (`evaluate`: the sampling
+protocol of ``udpm eval``), `speed` (the cost measurements of ``udpm bench``) and
+`presets` (a preset's architecture with random weights, to measure its cost).
 """
 
 from importlib import import_module
@@ -32,6 +34,8 @@ _EXPORTS = {
     "dataset_identity": "reference",
     "default_cache_dir": "reference",
     "InceptionFID": "inception",
+    "evaluate": "protocol",
+    "preset_pipeline": "presets",
 }
 
 __all__ = sorted(_EXPORTS)
