@@ -1,8 +1,8 @@
 """Pixels ↔ model range: uint8 0..255 and float [-1, 1], the one place the mapping lives.
 
 Every udpm model works on images in [-1, 1] with ``x = u/127.5 - 1`` for a pixel value
-``u`` in 0..255, as in Ho et al. 2020 (Sec. 3.3: "image data consists of integers in
-{0, 1, ..., 255} scaled linearly to [−1, 1]"). `to_uint8` is its inverse up to rounding,
+``u`` in 0..255: the integers 0..255 scaled linearly to [-1, 1], as in Ho et al. 2020,
+Sec. 3.3. `to_uint8` is its inverse up to rounding,
 the quantisation a PNG file applies, so metrics that want pixels (FID) see what a saved
 sample would contain.
 """
