@@ -2,9 +2,8 @@
 
 Every udpm model works on images in [-1, 1] with ``x = u/127.5 - 1`` for a pixel value
 ``u`` in 0..255: the integers 0..255 scaled linearly to [-1, 1], as in Ho et al. 2020,
-Sec. 3.3. `to_uint8` is its inverse up to rounding,
-the quantisation a PNG file applies, so metrics that want pixels (FID) see what a saved
-sample would contain.
+Sec. 3.3. `to_uint8` is its inverse up to rounding, the quantisation a PNG file applies,
+so metrics that want pixels (FID) see what a saved sample would contain.
 """
 
 from __future__ import annotations
