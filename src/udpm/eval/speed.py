@@ -2,8 +2,8 @@
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, never from a hand formula.
 The UDPM cost claim (Abu-Hussein and Giryes 2024: 3 steps cost about 0.3 of one denoising
-step) is the ratio between the FLOPs
-of one sample and of one pass of the same network at full image resolution.
+step) is the ratio between the FLOPs of one sample and of one pass of the same network at
+full image resolution.
 """
 
 from __future__ import annotations
