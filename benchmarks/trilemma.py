@@ -159,8 +159,9 @@ def eval_stage(args) -> None:
         sampling_s = time.perf_counter() - t0
         if real is None:
             from udpm.data import load_source
+            from udpm.images import from_uint8
 
-            real = load_source("emoji32").images.float() / 127.5 - 1
+            real = from_uint8(load_source("emoji32").images)
         quality = compute_metrics(
             fake, real, reference_key=dataset_identity("emoji32"), progress=False
         )
@@ -204,11 +205,12 @@ def floor_stage(args) -> None:
     """FD between two random halves of emoji32 at the same sample count: the floor."""
     from udpm.data import load_source
     from udpm.eval import compute_metrics
+    from udpm.images import from_uint8
 
     out = CACHE / f"floor-{args.n}.json"
     if out.exists() and not args.force:
         return
-    images = load_source("emoji32").images.float() / 127.5 - 1
+    images = from_uint8(load_source("emoji32").images)
     perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
     half = len(images) // 2
     fake, real = images[perm[: min(args.n, half)]], images[perm[half:]]
@@ -368,7 +370,7 @@ def plot(rows, floor, path: Path) -> None:
 
 def flops_stage(args) -> None:
     """FLOPs ratio of the paper presets (random weights; FLOPs do not depend on them)."""
-    from udpm.commands.bench import preset_pipeline
+    from udpm.eval.presets import preset_pipeline
     from udpm.eval.speed import full_resolution_pass_flops, sampling_flops
     from udpm.networks import count_parameters
 

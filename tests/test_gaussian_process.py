@@ -136,7 +136,7 @@ def test_discrete_posterior_matches_dense_bayes(t, s):
 
 
 def test_discrete_posterior_is_ddpm_formula():
-    """The text-book form (BASELINES.md): ``β̃_t`` and the two mean coefficients, s = t - 1."""
+    """Ho et al. 2020, eq. 7: ``β̃_t`` and the two mean coefficients, s = t - 1."""
     p = DiscreteGaussianProcess.cosine()
     t = torch.tensor([3, 250, 998])
     x0, x_t = (
@@ -164,7 +164,7 @@ def test_continuous_posterior_matches_dense_bayes(t, s, interpolate):
     )
     (alpha_t,), (sigma_t,) = (v.tolist() for v in p.alpha_sigma(torch.tensor([t])))
     (alpha_s,), (sigma_s,) = (v.tolist() for v in p.alpha_sigma(torch.tensor([s])))
-    alpha_ts = alpha_t / alpha_s  # seed 004: α_{t|s} = α_t/α_s, σ_{t|s}² = σ_t² - α_{t|s}² σ_s²
+    alpha_ts = alpha_t / alpha_s  # VDM/simple diffusion: α_{t|s} = α_t/α_s, σ_{t|s}² below
     sigma_ts = math.sqrt(sigma_t**2 - alpha_ts**2 * sigma_s**2)
     dense = _dense_posterior(alpha_s, sigma_s, alpha_ts, sigma_ts, x0, x_t)
     mean, var = p.posterior_mean_var(x0, x_t, torch.tensor([t]), torch.tensor([s]))

@@ -44,6 +44,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+<<<<<<< HEAD
 def preset_pipeline(name: str, device):
     """A pipeline with a preset's architecture and random weights (for cost only)."""
     import torch
@@ -59,10 +60,13 @@ def preset_pipeline(name: str, device):
     return Pipeline(network.to(device), build_process_for(config), config, meta)
 
 
+=======
+>>>>>>> layers
 def run(args) -> int:
     import udpm
     from udpm.commands.sample import sampler_kwargs
     from udpm.errors import UDPMError
+    from udpm.eval.presets import preset_pipeline
     from udpm.eval.speed import benchmark
     from udpm.device import resolve_device
 
