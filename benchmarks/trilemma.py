@@ -16,6 +16,7 @@ longer-trained shipped model, and say how long it trained.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import subprocess
@@ -82,10 +83,20 @@ def train_stage(args) -> None:
                     "sample_every=1000000",
                 ]
             )
-        while train_seconds(run) < args.budget_min * 60:
-            from udpm.checkpoint import read_meta, resolve_model_file
+        from udpm.checkpoint import read_meta, resolve_model_file
 
-            steps = read_meta(resolve_model_file(run))["step"] + args.chunk
+        def step_of(run):
+            return read_meta(resolve_model_file(run))["step"]
+
+        def spent(run):  # a step budget is fair on a shared machine; minutes only alone
+            if args.budget_steps:
+                return step_of(run) >= args.budget_steps
+            return train_seconds(run) >= args.budget_min * 60
+
+        while not spent(run):
+            steps = step_of(run) + args.chunk
+            if args.budget_steps:
+                steps = min(steps, args.budget_steps)
             print(f"{method}: {train_seconds(run) / 60:.1f} min so far, training to {steps}")
             code = main(
                 [
@@ -126,11 +137,9 @@ def load_row(args, method: str, kwargs: dict):
         path = sorted(Path(args.udpm_history).glob("model-*.safetensors"))[-1]
     else:
         path = udpm_checkpoint(args) if method == "udpm" else CACHE / f"run-{method}"
-    pipe = udpm.load(path)
     sampler = dict(kwargs)
-    if sampler.pop("scalar_posterior", False):
-        pipe.process.scalar_posterior = True
-    return pipe, sampler
+    changes = {"scalar_posterior": True} if sampler.pop("scalar_posterior", False) else {}
+    return udpm.load(path, **changes), sampler
 
 
 def eval_stage(args) -> None:
@@ -187,6 +196,9 @@ def eval_stage(args) -> None:
             "images_seen": meta.get("images_seen"),
             "checkpoint": meta.get("path"),
             "sampling_seconds_total": round(sampling_s, 1),
+            "sampler_options": pipe.sampler_options(**sampler),
+            "optimiser": dataclasses.asdict(pipe.config.optim),
+            "git_commit": git_commit(),
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(row, indent=2))
@@ -239,19 +251,30 @@ def describe_sampler(method: str, kwargs: dict) -> str:
 
 
 def report_stage(args) -> None:
-    rows = [json.loads(p.read_text()) for p in sorted(CACHE.glob("row-*.json"))]
+    # Rows measured in this checkout's cache replace the committed ones of the same name;
+    # committed rows not re-measured here are kept, so no row is dropped.
+    committed = (
+        json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() else {}
+    )
+    fresh = {
+        r["row"]: r for r in (json.loads(p.read_text()) for p in sorted(CACHE.glob("row-*.json")))
+    }
+    rows = [fresh.pop(r["row"], r) for r in committed.get("rows", [])] + list(fresh.values())
     order = [r[0] for r in ROWS]
     rows.sort(key=lambda r: order.index(r["row"]) if r["row"] in order else 99)
     for r in rows:  # labels from the row definitions, so old caches read the same
         _, method, kwargs = ROWS[order.index(r["row"])]
         r["method"] = method.replace("-shipped", " (shipped)")
         r["sampler"] = describe_sampler(method, kwargs)
+        if not method.startswith("udpm"):  # rows of udpm 0.1.0 have no options: unclipped
+            clipped = r.get("sampler_options", {}).get("clip_x0", False)
+            r["sampler"] += ", x̂₀ clipped" if clipped else ", x̂₀ not clipped"
     floors = sorted(CACHE.glob("floor-*.json"))
-    floor = json.loads(floors[-1].read_text()) if floors else None
+    floor = json.loads(floors[-1].read_text()) if floors else committed.get("floor")
     flops = {
         p.stem.removeprefix("flops-"): json.loads(p.read_text())
         for p in sorted(CACHE.glob("flops-*.json"))
-    }
+    } or committed.get("flops_ratio", {})
     lines = results_markdown(rows, floor, flops, args)
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
     (HERE / "results.json").write_text(
@@ -403,6 +426,12 @@ def main() -> None:
         help="training budget per method, in minutes of recorded training time",
     )
     p.add_argument("--chunk", type=int, default=200, help="steps per training chunk")
+    p.add_argument(
+        "--budget-steps",
+        type=int,
+        help="train stage: a budget in steps instead of minutes (for a machine that is not "
+        "idle: minutes would then depend on the load)",
+    )
     p.add_argument(
         "--udpm-history",
         default="runs/emoji32_history",

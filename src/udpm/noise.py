@@ -56,7 +56,9 @@ class NoiseSource:
         shape = tuple(int(s) for s in shape)
         if self.maps is not None:
             if self.count >= len(self.maps):
-                raise UDPMError(f"the latent has {len(self.maps)} noise maps; the sampler needs more")
+                raise UDPMError(
+                    f"the latent has {len(self.maps)} noise maps; the sampler needs more"
+                )
             noise = self.maps[self.count]
             if tuple(noise.shape) != (self.n, *shape):
                 raise UDPMError(

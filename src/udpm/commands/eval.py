@@ -93,8 +93,8 @@ def run(args) -> int:
 def load_model(args):
     """The checkpoint on this process's device (under torchrun: its local GPU)."""
     import udpm
-    from udpm.train import distributed as dist
     from udpm.device import resolve_device
+    from udpm.train import distributed as dist
 
     return udpm.load(args.checkpoint, device=dist.local_device(resolve_device(args.device)))
 

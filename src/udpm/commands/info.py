@@ -21,8 +21,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from udpm.pipeline import pretrained_path
     from udpm.checkpoint import read_meta, resolve_model_file
+    from udpm.pipeline import pretrained_path
 
     path = pretrained_path() if args.checkpoint is None else resolve_model_file(args.checkpoint)
     meta = read_meta(path)

@@ -91,10 +91,10 @@ def run(args) -> int:
 def write_samples(args) -> int:
     import udpm
     from udpm.data import save_image_grid, save_images
+    from udpm.device import resolve_device
     from udpm.errors import UDPMError
     from udpm.samplers.dispatch import sample_sharded
     from udpm.train import distributed as dist
-    from udpm.device import resolve_device
 
     if args.n < 1:
         raise UDPMError(f"--n must be at least 1, got {args.n}")

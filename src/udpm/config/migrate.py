@@ -64,6 +64,10 @@ def _gaussian(diffusion: dict, method: str) -> dict:
     process.pop("kind", None)
     process.pop("resolution", None)  # the continuous shift now follows Config.resolution
     settings.update(process)
-    known = {f.name for f in dataclasses.fields(SETTINGS.get(method, object))} if method in SETTINGS else set(settings)
+    known = (
+        {f.name for f in dataclasses.fields(SETTINGS.get(method, object))}
+        if method in SETTINGS
+        else set(settings)
+    )
     # Unset options of the other Gaussian method (e.g. DDPM's multiscale_base: None) go.
     return {k: v for k, v in settings.items() if k in known or v is not None}

@@ -89,6 +89,8 @@ def flat_config(**values) -> Config:
     :func:`apply_overrides` does, over the defaults of ``Config``.
     """
     method = values.pop("method", "udpm")
+    if method not in SETTINGS:
+        raise UDPMError(f"unknown method {method!r}; known: {', '.join(SETTINGS)}")
     base = Config(method=method, settings=SETTINGS[method]())
     nested = {k: values.pop(k) for k in ("network", "discriminator") if k in values}
     legacy = values.pop("diffusion", None)

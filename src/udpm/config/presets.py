@@ -8,7 +8,7 @@ so here and in the README's preset table.
 from __future__ import annotations
 
 from udpm.config.schema import Config
-from udpm.config.settings import SETTINGS, Optim, UDPM_OPTIM
+from udpm.config.settings import SETTINGS, UDPM_OPTIM, Optim
 from udpm.config.typed import build_dataclass
 from udpm.errors import UDPMError
 

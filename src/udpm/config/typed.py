@@ -104,5 +104,8 @@ def build_dataclass(cls, values: dict, where: str):
     unknown = sorted(set(values) - names)
     if unknown:
         raise UDPMError(f"unknown config field(s) in {where}: {', '.join(unknown)}")
-    typed = {k: coerce(v, hints[k], f"{where}.{k}" if where != "config" else k) for k, v in values.items()}
+    typed = {
+        k: coerce(v, hints[k], f"{where}.{k}" if where != "config" else k)
+        for k, v in values.items()
+    }
     return cls(**typed)

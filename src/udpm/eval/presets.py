@@ -16,8 +16,8 @@ def preset_pipeline(name: str, device):
     """
     import torch
 
-    from udpm.pipeline import Pipeline, build_network, build_process_for
     from udpm.config import preset_config
+    from udpm.pipeline import Pipeline, build_network, build_process_for
 
     config = preset_config(name)
     num_classes = config.network.get("num_classes", 0) if config.class_conditional else 0

@@ -140,7 +140,9 @@ class Latent:
         require_udpm(model)
         shapes = model.latent_shapes()
         if self.levels != len(shapes):
-            raise UDPMError(f"{source} has {self.levels} noise maps, this model needs {len(shapes)}")
+            raise UDPMError(
+                f"{source} has {self.levels} noise maps, this model needs {len(shapes)}"
+            )
         for l, (e, shape) in enumerate(zip(self.noises, shapes), 1):
             if tuple(e.shape) != shape:
                 raise UDPMError(

@@ -152,7 +152,9 @@ def describe(config) -> str:
     if config.method == "ddpm":
         schedule = f"{s.schedule} β {s.beta_start}..{s.beta_end}, T = {s.T}"
     else:
-        schedule = f"{s.schedule} logSNR shifted for {config.resolution} px (base {s.base_resolution})"
+        schedule = (
+            f"{s.schedule} logSNR shifted for {config.resolution} px (base {s.base_resolution})"
+        )
     return f"{schedule}, {s.parameterization}-prediction, {s.weighting} loss"
 
 

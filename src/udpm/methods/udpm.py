@@ -44,7 +44,9 @@ class UDPMMethod(Method):
         self._make_optimizers()
         uses_perceptual = any(w > 0 for w in s.lambda_perceptual)
         kwargs = {} if warn is None else {"warn": warn}
-        self.perceptual = Perceptual(s.perceptual if uses_perceptual else "none", self.device, **kwargs)
+        self.perceptual = Perceptual(
+            s.perceptual if uses_perceptual else "none", self.device, **kwargs
+        )
         self.level_gen = torch.Generator().manual_seed(config.seed)
         self.noise_gen = torch.Generator().manual_seed(config.seed * 1000 + 1)
 
@@ -157,7 +159,6 @@ class UDPMMethod(Method):
         if state:
             self.level_gen.set_state(state["level_gen"])
             self.noise_gen.set_state(state["noise_gen"])
-
 
 
 # --- the spec: how the rest of the package sees UDPM ---------------------------------------

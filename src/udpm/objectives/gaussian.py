@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from udpm.errors import UDPMError
 from udpm.objectives.denoiser import PARAMETERIZATIONS, Denoiser, as_denoiser, read_output
 
-
 # --- parameterisations ---------------------------------------------------------------------
 
 
@@ -154,7 +153,8 @@ def multiscale_loss(target: torch.Tensor, estimate: torch.Tensor, base: int = 32
 
     ``L^{s×s}`` is the mean squared error after average pooling both tensors from ``d × d``
     to ``s × s`` (Hoogeboom et al. 2023, Sec. 3.2: ``(1/s²)||D^{s×s}[ε] - D^{s×s}[ε̂]||²``,
-    here also averaged over channels and the batch). With ``normalize`` the weights ``1/s`` are divided by their
+    here also averaged over channels and the batch). With ``normalize`` the weights
+    ``1/s`` are divided by their
     sum, so a single scale gives the plain mean squared error.
 
     Args:

@@ -334,7 +334,7 @@ class ContinuousGaussianProcess(_VariancePreserving):
         return self._time(t).to(torch.float32)
 
     def posterior_mean_var(self, x_t: torch.Tensor, x0: torch.Tensor, t, s):
-        """``q(z_s | z_t, x)`` for ``s < t``; ``(mean, var)``, var (N, 1, 1, 1) (0-d for one time)."""
+        """``q(z_s | z_t, x)`` for ``s < t``; ``(mean, var)``, var (N, 1, 1, 1), 0-d for one t."""
         return self._posterior(x_t, x0, t, s)
 
     def posterior_sample(self, x_t, x0, t, s, noise: torch.Tensor | None = None):

@@ -51,5 +51,3 @@ def time_grid(steps: int) -> list[float]:
     if steps < 1:
         raise UDPMError(f"steps must be at least 1, got {steps}")
     return [1 - k / steps for k in range(steps)]
-
-

@@ -31,7 +31,14 @@ from udpm.objectives.denoiser import as_denoiser
 from udpm.processes.grids import SPACINGS, time_grid, timestep_grid
 
 VARIANCES = ("beta", "beta_tilde")
-__all__ = ["SPACINGS", "sample_continuous", "sample_ddim", "sample_ddpm", "time_grid", "timestep_grid"]
+__all__ = [
+    "SPACINGS",
+    "sample_continuous",
+    "sample_ddim",
+    "sample_ddpm",
+    "time_grid",
+    "timestep_grid",
+]
 
 
 class _Point(NamedTuple):
@@ -140,6 +147,12 @@ def _sample(
         if callback is not None:
             callback(k + 1, K)
     return x
+
+
+def _check_process(process, discrete: bool, sampler: str) -> None:
+    if (getattr(process, "time_dtype", None) == torch.long) != discrete:
+        kind = "discrete-time" if discrete else "continuous-time"
+        raise UDPMError(f"{sampler} needs a {kind} Gaussian process, got {type(process).__name__}")
 
 
 def _discrete_points(process, steps, default: int):

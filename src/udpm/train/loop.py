@@ -20,14 +20,14 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from udpm import checkpoint as ckpt
+from udpm.config import Config
 from udpm.data.batches import Batches
 from udpm.device import autocast_dtype, resolve_device
 from udpm.errors import UDPMError
 from udpm.methods import get_method, get_spec
 from udpm.methods.base import NonFiniteLoss
-from udpm import checkpoint as ckpt
 from udpm.train import distributed as dist
-from udpm.config import Config
 from udpm.train.ema import EMA
 
 
@@ -41,7 +41,7 @@ def prepare_run_dir(out: Path, config: Config, resume: bool) -> Config:
         if not config_file.is_file() or not ckpt.checkpoint_steps(out):
             raise UDPMError(f"--resume: {out} holds no run with a checkpoint to resume")
         saved = Config.from_dict(yaml.safe_load(config_file.read_text()))
-        saved.steps = config.steps  # the one field a resumed run may change: go further
+        saved = saved.replace(steps=config.steps)  # the one field a resumed run may change
         return saved
     if config_file.exists() or ckpt.checkpoint_steps(out):
         raise UDPMError(f"{out} already holds a run; pass --resume or choose another --out")
@@ -145,6 +145,7 @@ class Trainer:
 
     def _load_data(self, cfg: Config):
         from udpm.data import load_source
+
         data = load_source(
             cfg.data, resolution=cfg.resolution, channels=cfg.channels, max_images=cfg.max_images
         )
