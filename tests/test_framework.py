@@ -132,8 +132,10 @@ def test_the_shipped_model_has_the_old_format_and_still_loads():
 
 
 def test_return_levels_is_refused_for_methods_without_levels(tmp_path):
-    config = flat_config(method="ddpm", resolution=8, T=5, network=dict(
-        model_channels=8, channel_mult=[1], num_blocks=1, attn_resolutions=[], resolution=8))  # fmt: skip
+    network = dict(
+        model_channels=8, channel_mult=[1], num_blocks=1, attn_resolutions=[], resolution=8
+    )
+    config = flat_config(method="ddpm", resolution=8, T=5, network=network)
     pipe = udpm.Pipeline.from_config(config)
     assert pipe.sample(2, seed=0, steps=2).shape == (2, 3, 8, 8)
     with pytest.raises(UDPMError, match="no per-level previews"):
