@@ -7,3 +7,9 @@ class UDPMError(ValueError):
     It subclasses ``ValueError`` so that library callers can catch it the usual way. The
     message must fit on one line and name the problem (the file, the value, the limit).
     """
+
+
+def check_shape(tensor, expected, what: str) -> None:
+    """Raise a one-line :class:`UDPMError` unless ``tensor`` has shape ``expected``."""
+    if tuple(tensor.shape) != tuple(expected):
+        raise UDPMError(f"{what} has shape {tuple(tensor.shape)}, expected {tuple(expected)}")

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 import torch
 
 from udpm.errors import UDPMError
+from udpm.errors import check_shape as _check_shape
 
 SCHEDULES = ("cosine",)  # continuous-time logSNR schedules
 
@@ -387,8 +388,3 @@ def _expand(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """
     coef = coef.to(device=x.device, dtype=x.dtype)
     return coef if coef.ndim == 0 else coef.reshape(-1, *([1] * (x.ndim - 1)))
-
-
-def _check_shape(tensor: torch.Tensor, expected, what: str) -> None:
-    if tuple(tensor.shape) != tuple(expected):
-        raise UDPMError(f"{what} has shape {tuple(tensor.shape)}, expected {tuple(expected)}")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from udpm.errors import UDPMError
+from udpm.errors import check_shape as _check_shape
 from udpm.operators import Downsample
 
 PAPER_ALPHAS = (0.5, 0.2, 1e-3)  # UDPM paper, every data set
@@ -234,8 +235,3 @@ def process_from_config(config: dict) -> UpsamplingProcess:
         operator,
         scalar_posterior=config.get("scalar_posterior", False),
     )
-
-
-def _check_shape(tensor: torch.Tensor, expected, what: str) -> None:
-    if tuple(tensor.shape) != tuple(expected):
-        raise UDPMError(f"{what} has shape {tuple(tensor.shape)}, expected {tuple(expected)}")
