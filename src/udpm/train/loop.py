@@ -219,6 +219,7 @@ class Trainer:
         n = 64
         labels = (torch.arange(n) % self.num_classes).to(self.device) if self.num_classes else None
         images = self.method.sample(self.ema.model, range(n), labels)
+        self.grid_stats = self.method.diagnostics(images.clamp(-1, 1).cpu(), self.data.images)
         save_image_grid(
             images.clamp(-1, 1).cpu(), self.out / "samples" / f"step-{self.step:07d}.png", nrow=8
         )
@@ -258,6 +259,9 @@ class Trainer:
                 bar.update(1)
                 if self.step % cfg.sample_every == 0:
                     dist.together(self.sample_grid, main_only=True)
+                    if self.is_main and getattr(self, "grid_stats", None):
+                        logger.log({"step": self.step, **self.grid_stats})
+                        bar.set_postfix(self.grid_stats)
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
             if self.saved_step != self.step:
