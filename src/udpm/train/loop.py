@@ -100,10 +100,8 @@ class Trainer:
         self.split = dist.BatchSplit(cfg.batch_size, self.world_size, self.rank, cfg.micro_batch)
         self.data = dist.together(lambda: self._load_data(cfg))  # each rank reads its copy
         dist.check_same({"images": list(self.data.images.shape)}, what="data")
-        self.data_sha256 = None
-        if self.is_main:
-            self.data_sha256 = rundir.data_digest(self.data.images, self.data.labels)
-        dist.together(lambda: rundir.check_moved_data(self.run_dir, self.data_sha256), main_only=True)
+        self.data_sha256 = None  # rank 0's, for the checkpoints
+        dist.together(self._hash_data, main_only=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         # Every rank builds the same initial networks; then each draws its own dropout
@@ -128,6 +126,10 @@ class Trainer:
         dist.together(lambda: self.run_dir.commit(cfg), main_only=True)  # all checks passed
         if step is not None:
             dist.together(lambda: snapshot.restore(self, step))
+
+    def _hash_data(self) -> None:
+        self.data_sha256 = rundir.data_digest(self.data.images, self.data.labels)
+        rundir.check_moved_data(self.run_dir, self.data_sha256)
 
     def _open(self, config: Config, resume, explicit) -> tuple[Config, int | None]:
         self.run_dir = rundir.open_run(self.out, config, resume, explicit)
