@@ -32,7 +32,8 @@ from safetensors.torch import load_file, safe_open, save_file
 from udpm.errors import UDPMError
 from udpm.train import faults
 
-FORMAT = "udpm-checkpoint-v1"
+FORMAT = "udpm-checkpoint-v2"  # v2 files carry checksums and must verify
+LEGACY_FORMAT = "udpm-checkpoint-v1"  # written before checksums (the shipped model): unchecked
 _MODEL = re.compile(r"model-(\d+)\.safetensors$")
 _STATE = re.compile(r"state-(\d+)\.pt$")
 TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # what atomic_write leaves after a kill
@@ -136,7 +137,7 @@ def _raw_meta(path: Path) -> dict[str, str]:
     except (SafetensorError, OSError, ValueError) as exc:
         first = (str(exc).splitlines() or [""])[0]
         raise UDPMError(f"checkpoint {path} is truncated or not a safetensors file ({first})")
-    if raw.get("format") != FORMAT:
+    if raw.get("format") not in (FORMAT, LEGACY_FORMAT):
         raise UDPMError(f"{path} is a safetensors file but not a udpm checkpoint")
     return raw
 
@@ -160,7 +161,7 @@ def read_meta(path: Path) -> dict:
 def load_model(path: Path) -> tuple[dict, dict]:
     """``(state_dict in float32, metadata)`` of a model file, its checksum verified.
 
-    Files written before checksums existed (no ``sha256`` field) load unverified.
+    Files written before checksums existed (``LEGACY_FORMAT``) load unverified.
     """
     raw = _raw_meta(path)
     meta = read_meta(path)
@@ -169,7 +170,7 @@ def load_model(path: Path) -> tuple[dict, dict]:
     except (SafetensorError, OSError, ValueError) as exc:
         first = (str(exc).splitlines() or [""])[0]
         raise UDPMError(f"checkpoint {path} is truncated or damaged ({first})")
-    if "sha256" in meta and tensors_digest(tensors, raw) != meta["sha256"]:
+    if raw["format"] != LEGACY_FORMAT and tensors_digest(tensors, raw) != meta.get("sha256"):
         raise UDPMError(f"checkpoint {path} is damaged: its SHA-256 checksum does not match")
     return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}, meta
 
