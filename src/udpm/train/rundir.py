@@ -96,10 +96,14 @@ class Run:
             raise UDPMError(os_error_line(exc, f"the run directory {self.out}")) from None
 
     def abandon(self) -> None:
-        """After a failed start: leave nothing behind that this process created."""
-        self.lock.release()
-        if self.created and not ckpt.checkpoint_steps(self.out):
+        """After a failed start: leave nothing behind that this process created.
+
+        Only the lock holder removes anything: a process that lost the race for the lock
+        may have made the directory, but the winner is using it.
+        """
+        if self.lock.fd is not None and self.created and not ckpt.checkpoint_steps(self.out):
             shutil.rmtree(self.out, ignore_errors=True)
+        self.lock.release()
 
 
 def open_run(out: Path, config: Config, resume, explicit: set[str] | None = None) -> Run:
@@ -114,9 +118,11 @@ def open_run(out: Path, config: Config, resume, explicit: set[str] | None = None
     """
     out = Path(out)
     check_out(out)
-    created = not out.exists()
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True)
+        created = True
+    except FileExistsError:
+        created = False
     except OSError as exc:
         raise UDPMError(os_error_line(exc, f"the run directory {out}")) from None
     run = Run(out, config, RunLock(out), created)

@@ -7,6 +7,7 @@ behind. Fields are read with ``getattr`` so the checks survive a reshaped config
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from pathlib import Path
@@ -97,4 +98,6 @@ def check_out(out: Path) -> None:
 def os_error_line(exc: OSError, what: str) -> str:
     """A one-line message for an OS error while writing ``what``."""
     reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = f"disk full ({reason})"
     return f"cannot write {what}: {reason}" + (f" ({exc.filename})" if exc.filename else "")
