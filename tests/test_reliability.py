@@ -266,3 +266,12 @@ def test_malformed_metadata_is_one_line(tmp_path, tiny_npz, capsys):
         assert f"checkpoint {bad} has malformed metadata (field 'config')" in one_line_error(
             capsys, argv[0]
         )
+
+
+def test_a_config_that_disagrees_with_its_checkpoint_is_refused(tmp_path, tiny_npz, capsys):
+    run = tmp_path / "run"
+    assert main(tiny_argv(tiny_npz, run, steps=1)) == 0
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "seed": 7}))  # another run's
+    assert main(tiny_argv(tiny_npz, run, "--resume", "--seed", "7", steps=2)) == 1
+    assert "disagrees with the checkpoint of step 1 on seed" in one_line_error(capsys)

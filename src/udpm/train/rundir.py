@@ -152,6 +152,7 @@ def open_run(out: Path, config: Config, resume, explicit: set[str] | None = None
 def _resume(run: Run, given: Config, explicit: set[str] | None) -> None:
     saved = read_saved_config(run.out)
     step, meta = newest_intact(run.out)
+    _check_agree(saved, meta, run.out / "config.yaml", step)
     config, moved = merge_intent(saved, given, explicit)
     run.config, run.resume_step, run.data_moved = config, step, moved
     run.data_sha256 = meta.get("data_sha256")
@@ -183,6 +184,18 @@ def newest_intact(out: Path) -> tuple[int, dict]:
                 path.rename(path.with_name(path.name + ".damaged"))
             note(f"checkpoint of step {step} is damaged ({exc}); moved it aside as *.damaged")
     raise UDPMError(f"--resume: no intact checkpoint left in {out / 'checkpoints'}")
+
+
+def _check_agree(saved: Config, meta: dict, config_file: Path, step: int) -> None:
+    """``config.yaml`` must describe the weights it sits beside (two writers broke that)."""
+    mine, theirs = _flatten(saved.to_dict()), _flatten(meta.get("config", {}))
+    differ = [k for k in sorted(set(mine) | set(theirs)) if k not in _MAY_CHANGE]
+    differ = [k for k in differ if mine.get(k, "unset") != theirs.get(k, "unset")]
+    if differ:
+        raise UDPMError(
+            f"--resume: {config_file} disagrees with the checkpoint of step {step} on "
+            f"{', '.join(differ[:5])}; was the directory written by two runs?"
+        )
 
 
 def merge_intent(saved: Config, given: Config, explicit: set[str] | None) -> tuple[Config, bool]:
