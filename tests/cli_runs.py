@@ -38,7 +38,9 @@ TINY_SET = [
 
 def tiny_argv(data, out, *extra: str, steps: int | None = 4) -> list[str]:
     argv = ["train", "--data", str(data), "--out", str(out), "--no-progress"]
-    argv += ["--batch-size", "4", "--resolution", "16"]
+    # CPU even where CUDA exists: a forked child cannot use a parent's CUDA context, and
+    # bitwise equality across a resume needs deterministic kernels.
+    argv += ["--batch-size", "4", "--resolution", "16", "--device", "cpu"]
     argv += [] if steps is None else ["--steps", str(steps)]
     for item in TINY_SET:
         argv += ["--set", item]

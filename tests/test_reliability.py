@@ -27,6 +27,11 @@ from .cli_runs import assert_equal_states, final_state, tiny_argv
 from .test_train import tiny_config, tiny_npz  # noqa: F401  (fixture)
 
 
+def tiny(data, **kw):
+    """test_train's tiny config, on the CPU (bitwise resume checks need its kernels)."""
+    return tiny_config(data, device="cpu", **kw)
+
+
 def one_line_error(capsys, command="train") -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
@@ -44,7 +49,7 @@ def flip_bit(path: Path, offset: int) -> None:
 
 
 def test_a_flipped_bit_anywhere_in_a_model_file_is_an_error_naming_it(tmp_path, tiny_npz):
-    path = train(tiny_config(tiny_npz, steps=2), tmp_path / "run", progress=False)
+    path = train(tiny(tiny_npz, steps=2), tmp_path / "run", progress=False)
     size = path.stat().st_size
     header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
     for offset in (3, 40, header // 2, header - 40, header + 5, (header + size) // 2, size - 2):
@@ -57,15 +62,15 @@ def test_a_flipped_bit_anywhere_in_a_model_file_is_an_error_naming_it(tmp_path, 
 
 def test_a_damaged_pair_is_moved_aside_and_resume_falls_back(tmp_path, tiny_npz, capsys):
     straight = tmp_path / "straight"
-    train(tiny_config(tiny_npz, steps=6), straight, progress=False)
+    train(tiny(tiny_npz, steps=6), straight, progress=False)
     run = tmp_path / "run"
-    train(tiny_config(tiny_npz, steps=4), run, progress=False)  # pairs at 2 and 4
+    train(tiny(tiny_npz, steps=4), run, progress=False)  # pairs at 2 and 4
     state = ckpt.state_path(run, 4)
     flip_bit(state, state.stat().st_size // 2)
     with pytest.raises(UDPMError, match=f"training state {state} is damaged"):
         ckpt.load_state(state, ckpt.read_meta(ckpt.model_path(run, 4))["state_sha256"])
     capsys.readouterr()
-    train(tiny_config(tiny_npz, steps=6), run, resume=True, progress=False)
+    train(tiny(tiny_npz, steps=6), run, resume=True, progress=False)
     err = capsys.readouterr().err
     assert f"checkpoint of step 4 is damaged (training state {state} is damaged" in err
     assert state.with_name(state.name + ".damaged").is_file()
@@ -80,13 +85,13 @@ def test_an_incomplete_pair_and_temp_files_are_skipped_and_removed(
     tmp_path, tiny_npz, capsys, missing
 ):
     run = tmp_path / "run"
-    train(tiny_config(tiny_npz, steps=4), run, progress=False)
+    train(tiny(tiny_npz, steps=4), run, progress=False)
     gone = ckpt.model_path(run, 4) if missing == "model" else ckpt.state_path(run, 4)
     gone.unlink()
     temp = run / "checkpoints" / ".state-0000006.pt.x1y2z3.tmp"
     temp.write_bytes(b"\0" * 1000)
     capsys.readouterr()
-    train(tiny_config(tiny_npz, steps=6), run, resume=True, progress=False)
+    train(tiny(tiny_npz, steps=6), run, resume=True, progress=False)
     err = capsys.readouterr().err
     assert "removed 1 temporary file(s)" in err and not temp.exists()
     assert "skipped and removed the incomplete checkpoint of step 4" in err
@@ -109,7 +114,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_says_so(
     tmp_path, tiny_npz, monkeypatch, capsys, writer
 ):
     run = tmp_path / "run"
-    train(tiny_config(tiny_npz, steps=2), run, progress=False)
+    train(tiny(tiny_npz, steps=2), run, progress=False)
     before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
 
     def full(*args, **kwargs):
@@ -256,7 +261,7 @@ def test_a_directory_without_a_checkpoint_is_reusable(tmp_path, tiny_npz, capsys
 
 
 def test_malformed_metadata_is_one_line(tmp_path, tiny_npz, capsys):
-    path = train(tiny_config(tiny_npz, steps=1), tmp_path / "run", progress=False)
+    path = train(tiny(tiny_npz, steps=1), tmp_path / "run", progress=False)
     from safetensors.torch import load_file, save_file
 
     bad = tmp_path / "bad.safetensors"
