@@ -154,6 +154,8 @@ def test_resume_keeps_the_target_refuses_other_flags_and_names_the_method(
     assert "seed=3 (run: 0)" in line
     assert main(tiny_argv(tiny_npz, run, *ddpm, "--resume", "--preset", "emoji32-cpu")) == 0
     assert capsys.readouterr().out.startswith("trained ddpm to step 4:")
+    assert main([*resume, "--steps", "3"]) == 1
+    assert "--steps 3 is below the run's step 4" in one_line_error(capsys)
     assert main([*resume, "--resolution", "32"]) == 1
     assert "resolution=32 (run: 16)" in one_line_error(capsys)
     assert ckpt.read_meta(ckpt.model_path(run, 4))["resolution"] == 16

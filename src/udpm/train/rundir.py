@@ -154,6 +154,8 @@ def _resume(run: Run, given: Config, explicit: set[str] | None) -> None:
     step, meta = newest_intact(run.out)
     _check_agree(saved, meta, run.out / "config.yaml", step)
     config, moved = merge_intent(saved, given, explicit)
+    if config.steps < step:
+        raise UDPMError(f"--resume: --steps {config.steps} is below the run's step {step}")
     run.config, run.resume_step, run.data_moved = config, step, moved
     run.data_sha256 = meta.get("data_sha256")
 
