@@ -60,7 +60,7 @@ def atomic_write(path: Path, write) -> None:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         faults.point("written")
         os.replace(tmp, path)
-        _fsync(path.parent)  # the rename itself survives a power cut
+        _fsync_dir(path.parent)
         faults.point("renamed")
     except OSError as exc:
         if exc.errno in _DISK_FULL:
@@ -77,6 +77,14 @@ def _fsync(path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself survive a power cut; some file systems cannot, so best effort."""
+    try:
+        _fsync(folder)
+    except OSError:
+        pass
 
 
 def _umask() -> int:
@@ -100,7 +108,7 @@ def tensors_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the bytes, without a copy
     return h.hexdigest()
 
 
