@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 
 import numpy as np
@@ -82,6 +83,24 @@ def test_killed_at_every_write_phase_resumes_to_the_uninterrupted_run(tmp_path, 
         assert leftovers(run) == [], f"kill {n}"
     assert n > 20, f"only {n - 1} kill points"
     assert all(seen.values()), seen
+
+
+def test_killed_while_a_resume_tidies_the_log_still_resumes_exactly(tmp_path, data, straight):
+    """A resume rewrites metrics.jsonl first (dropping steps past its checkpoint): kill it there."""
+    reference = final_state(straight / str(STEPS), STEPS)
+    base = tmp_path / "base"
+    argv = tiny_argv(data, base, "--auto-resume", steps=STEPS)
+    assert run_child(argv, tmp_path / "log", env={"UDPM_FAULT_AT": "12"}) == FAULT_EXIT
+    assert metrics_steps(base) == [1, 2]  # logged step 2, died writing its checkpoint
+    for n in (1, 2, 3):  # the tidy-up's write: partial, written, renamed
+        run = tmp_path / f"resume{n}"
+        shutil.copytree(base, run)
+        argv = tiny_argv(data, run, "--auto-resume", steps=STEPS)
+        assert run_child(argv, tmp_path / "log", env={"UDPM_FAULT_AT": str(n)}) == FAULT_EXIT
+        assert main(argv) == 0
+        assert_equal_states(final_state(run, STEPS), reference, f"kill {n}")
+        assert metrics_steps(run) == list(range(1, STEPS + 1)), f"kill {n}"
+        assert leftovers(run) == [], f"kill {n}"
 
 
 def test_two_writers_race_and_exactly_one_proceeds(tmp_path, data):
