@@ -130,5 +130,6 @@ def run(args) -> int:
             print(f"udpm train: {exc}", file=sys.stderr)
         return exc.exit_status
     if env_rank() == 0:
-        print(f"trained {read_meta(path)['method']} to step {read_meta(path)['step']}: {path}")
+        meta = read_meta(path)  # the run's own method, not the flags' default
+        print(f"trained {meta['method']} to step {meta['step']}: {path}")
     return 0
