@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 HELP = "train UDPM (or a baseline) on your images; writes a run directory"
+DEFAULT_PRESET = "emoji32-cpu"
 
 
 def register(sub) -> None:
     from udpm.config import PRESETS
     from udpm.methods import names
+    from udpm.train.preempt import EXIT_PREEMPTED
 
     p = sub.add_parser(
         "train",
@@ -17,7 +20,8 @@ def register(sub) -> None:
         description=HELP + ". Checkpoints are "
         "self-describing: 'udpm sample --checkpoint RUN' needs nothing else. Under "
         "torchrun (torchrun --nproc_per_node=N -m udpm.cli train ...) the processes share "
-        "each global batch.",
+        "each global batch. SIGTERM, SIGINT or SIGUSR1 saves the current step and exits "
+        f"with status {EXIT_PREEMPTED}; a second signal exits at once.",
     )
     p.add_argument(
         "--data",
@@ -33,9 +37,8 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--preset",
-        default="emoji32-cpu",
         choices=sorted(PRESETS),
-        help="hyperparameters to start from (default: emoji32-cpu)",
+        help=f"hyperparameters to start from (default: {DEFAULT_PRESET})",
     )
     p.add_argument(
         "--method",
@@ -47,9 +50,15 @@ def register(sub) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out exactly "
-        "where its newest checkpoint stopped (its config is reused; only --steps "
-        "may change)",
+        help="continue the run in --out exactly where its newest intact checkpoint "
+        "stopped. Its config is kept, and so is its target unless --steps is given; other "
+        "flags must agree with it (a moved --data must hold the same images)",
+    )
+    p.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="resume if --out holds a checkpoint, else start a new run: one command "
+        "for a job that a scheduler may requeue",
     )
     p.add_argument(
         "--batch-size", type=int, help="global batch size, over all processes under torchrun"
@@ -86,9 +95,10 @@ def register(sub) -> None:
 
 
 def build_config(args):
+    """The config the flags describe, and the fields they set explicitly (for a resume)."""
     from udpm.config import apply_overrides, preset_config
 
-    config = preset_config(args.preset)
+    config = preset_config(args.preset or DEFAULT_PRESET)
     flags = {
         "data": args.data,
         "method": args.method,
@@ -102,16 +112,34 @@ def build_config(args):
         "class_conditional": args.class_conditional,
     }
     assignments = [f"{k}={v}" for k, v in flags.items() if v is not None]
-    return apply_overrides(config, assignments + list(args.overrides))
+    config = apply_overrides(config, assignments + list(args.overrides))
+    from udpm.config.overrides import key_path
+
+    explicit = {key_path(config, k) for k, v in flags.items() if v is not None}
+    explicit |= {key_path(config, item.split("=", 1)[0]) for item in args.overrides}
+    if args.preset is not None:  # a preset sets every field but the target and the data
+        explicit |= set(config.to_dict()) - {"steps", "data"}
+    return config, explicit
 
 
 def run(args) -> int:
+    from udpm.checkpoint import read_meta
     from udpm.train.distributed import env_rank
     from udpm.train.loop import train
+    from udpm.train.preempt import Preempted
 
-    config = build_config(args)
-    # Under torchrun every process runs this; train() joins them (see 'Many GPUs').
-    path = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    config, explicit = build_config(args)
+    resume = "auto" if args.auto_resume else args.resume
+    try:
+        # Under torchrun every process runs this; train() joins them (see 'Many GPUs').
+        path = train(
+            config, args.out, resume=resume, progress=not args.no_progress, explicit=explicit
+        )
+    except Preempted as exc:
+        if env_rank() == 0:
+            print(f"udpm train: {exc}", file=sys.stderr)
+        return exc.exit_status
     if env_rank() == 0:
-        print(f"trained {config.method}: {path}")
+        meta = read_meta(path)  # the run's own method, not the flags' default
+        print(f"trained {meta['method']} to step {meta['step']}: {path}")
     return 0
