@@ -6,20 +6,27 @@ A slider needs the *latent* direction that makes that move. To first order the p
 images are ``x(e_l + δ) ≈ x + J δ`` with ``J = ∂x/∂e_l``; isotropic perturbations
 ``δ ~ N(0, σ² I)`` have image covariance ``σ² J Jᵀ``, so the ``c_k`` are the left singular
 vectors of ``J`` and the latent directions that produce them are its right singular vectors
-``v_k`` (``J v_k = s_k c_k``). We take ``J`` by finite differences along the ``h × w × C``
+``v_k`` (``J v_k = s_k c_k``). We take ``J`` by finite differences along the ``C × h × w``
 coordinate axes (one batched decode, no gradients: the sampler runs under ``no_grad``) and
-keep the top ``k`` right singular vectors. Since ``e_l ~ N(0, I)``, its coordinate along a
-unit ``v_k`` is ``N(0, 1)``: a slider value ``t`` is ``t`` prior standard deviations.
+keep the top ``k`` right singular vectors. The step is the size of the perturbation PCA's
+own perturbations, ``√(1-γ²)`` at ``γ = 0.9``: the coarse levels are far from linear, and
+a secant at that scale describes what a slider does better than a tangent does.
+
+Since ``e_l ~ N(0, I)``, its coordinate along a unit ``v_k`` is ``N(0, 1)``: a slider value
+``t`` is ``t`` prior standard deviations.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from udpm.errors import UDPMError
 from udpm.latent import Latent, decode
+
+STEP = math.sqrt(1 - 0.9**2)  # the perturbation size of `udpm perturb` at its default γ
 
 
 @dataclass
@@ -44,7 +51,7 @@ def with_map(latent: Latent, level: int, e: torch.Tensor) -> Latent:
     return latent.with_noises(maps)
 
 
-def jacobian(model, latent: Latent, level: int, step: float = 0.1) -> torch.Tensor:
+def jacobian(model, latent: Latent, level: int, step: float = STEP) -> torch.Tensor:
     """``∂x/∂e_level`` at ``latent``, shape ``(C·H·W, C·h_l·w_l)``, by forward differences."""
     e = latent.noises[level - 1]
     basis = torch.eye(e.numel()).view(e.numel(), *e.shape)
@@ -54,7 +61,7 @@ def jacobian(model, latent: Latent, level: int, step: float = 0.1) -> torch.Tens
 
 
 def level_directions(
-    model, latent: Latent, level: int, k: int = 4, step: float = 0.1
+    model, latent: Latent, level: int, k: int = 4, step: float = STEP
 ) -> LevelDirections:
     """The ``k`` unit directions of ``e_level`` that move the image most (see module doc).
 
@@ -73,7 +80,7 @@ def level_directions(
     return LevelDirections(level, v.float().view(k, *e.shape), s[:k].float())
 
 
-def all_directions(model, latent: Latent, k: int = 4, step: float = 0.1) -> list[LevelDirections]:
+def all_directions(model, latent: Latent, k: int = 4, step: float = STEP) -> list[LevelDirections]:
     """:func:`level_directions` for levels ``1..L``, at most ``k`` each."""
     return [
         level_directions(model, latent, l, min(k, latent.noises[l - 1].numel()), step)
