@@ -76,10 +76,20 @@ def client(pipe):
         yield c
 
 
+def commit(client, path, **body) -> dict:
+    """An edit that makes a new base, then every level's sliders, as the page asks for them."""
+    response = client.post(path, json=body)
+    assert response.status_code == 200, response.text
+    for level in (3, 2, 1):
+        ready = client.post("/api/directions", json={"session": body["session"], "level": level})
+        assert ready.status_code == 200 and ready.json()["current"], ready.text
+    return response.json()
+
+
 @pytest.fixture
 def sid(client):
     sid = client.post("/api/session").json()["session"]
-    assert client.post("/api/select", json={"session": sid, "seed": 5}).status_code == 200
+    commit(client, "/api/select", session=sid, seed=5)
     return sid
 
 
@@ -231,17 +241,39 @@ def test_grid_rejects_bad_queries(client, query, message):
 
 
 # ---------------------------------------------------------------- server: exploring
-def test_select_shows_the_seed_and_its_sliders(client, sid, pipe):
+def test_select_shows_the_seed_then_its_sliders_level_by_level(client, sid, pipe):
     data = post(client, "/api/select", session=sid, seed=9).json()
     assert np.array_equal(pixels(data["image"]), png_of(pipe.sample(1, seed=9)[0]))
-    assert [lv["level"] for lv in data["levels"]] == [1, 2, 3]
-    assert all(len(lv["gains"]) == 3 for lv in data["levels"])
     assert [p["level"] for p in data["previews"]] == [3, 2, 1]
-    assert data["seed"] == 9
+    assert data["seed"] == 9 and data["levels"] == []
+    early = post(client, "/api/render", session=sid, sliders={"2": [1.0, 0, 0]})
+    assert early.status_code == 400 and "not ready" in early.json()["error"]
+    ready = post(client, "/api/directions", session=sid, level=2).json()
+    assert ready["current"] and ready["version"] == data["version"] and len(ready["gains"]) == 3
+    assert ready["gains"] == sorted(ready["gains"], reverse=True)
+    assert post(client, "/api/render", session=sid, sliders={"2": [1.0, 0, 0]}).status_code == 200
+    bad = post(client, "/api/directions", session=sid, level=5)
+    assert bad.status_code == 400 and "level must be" in bad.json()["error"]
+
+
+def test_late_directions_for_an_old_base_are_dropped(pipe):
+    from udpm.explore.session import DirectionCache, Explorer
+
+    explorer = Explorer(pipe, DirectionCache(pipe, k=2))
+    explorer.select(1)
+    version, base = explorer.snapshot()
+    found = explorer.cache.get(base, 3)
+    explorer.select(2)
+    assert not explorer.install(version, found) and explorer.directions == {}
+    version, base = explorer.snapshot()
+    assert explorer.install(version, explorer.cache.get(base, 3))
+    assert torch.equal(
+        explorer.directions[3].directions, level_directions(pipe, base, 3, 2).directions
+    )
 
 
 def test_slider_zero_reproduces_the_image_exactly(client, sid):
-    original = post(client, "/api/select", session=sid, seed=5).json()["image"]
+    original = commit(client, "/api/select", session=sid, seed=5)["image"]
     moved = post(client, "/api/render", session=sid, sliders={"3": [1.5, 0, 0]}).json()
     assert moved["image"] != original
     back = post(client, "/api/render", session=sid, sliders={"3": [0, 0, 0]}).json()

@@ -75,6 +75,10 @@ class Sessions:
             worker.close()
 
 
+def directions_json(d) -> dict:
+    return {"level": d.level, "gains": [round(float(g), 4) for g in d.gains]}
+
+
 def frame_json(frame: Frame, explorer: Explorer, full: bool) -> dict:
     """The image and previews; with ``full``, also the base's sliders and provenance."""
     L = len(frame.previews)
@@ -87,10 +91,8 @@ def frame_json(frame: Frame, explorer: Explorer, full: bool) -> dict:
     if full:
         base = explorer.base
         out |= {
-            "levels": [
-                {"level": d.level, "gains": [round(float(g), 4) for g in d.gains]}
-                for d in explorer.directions
-            ],
+            "version": explorer.version,
+            "levels": [directions_json(d) for d in explorer.directions.values()],
             "seed": base.seed,
             "class": base.class_label,
             "partner": None if explorer.partner is None else explorer.partner.seed,
@@ -207,6 +209,18 @@ def create_app(
         args = (body.get("seed"), optional_class(body, model))
         return await run(body.get("session"), "set_partner", *args)
 
+    async def directions(request):
+        """Compute one level's sliders for the session's base (seconds for fine levels),
+        in a thread of their own so that renders go on meanwhile."""
+        body = await json_body(request)
+        explorer, worker = sessions.get(body.get("session"))
+        level = explorer.check_level(body.get("level"))
+        version, base = await asyncio.wrap_future(worker.submit(explorer.snapshot))
+        found = await run_in_threadpool(sessions.cache.get, base, level)
+        installed = worker.submit(lambda: explorer.install(version, found))
+        current = await asyncio.wrap_future(installed)
+        return JSONResponse({**directions_json(found), "version": version, "current": current})
+
     async def keep(request):
         body = await json_body(request)
         return await run(body.get("session"), "keep")
@@ -246,6 +260,7 @@ def create_app(
         Route("/api/swap", swap, methods=["POST"]),
         Route("/api/partner", partner, methods=["POST"]),
         Route("/api/keep", keep, methods=["POST"]),
+        Route("/api/directions", directions, methods=["POST"]),
         Route("/api/upload", upload, methods=["POST"]),
         Route("/api/image.png", download_png),
         Route("/api/latent", download_latent),

@@ -6,7 +6,9 @@ directions, and an optional second latent (the *partner*) is mixed in with the
 variance-preserving ``δ a + √(1-δ²) b`` of ``udpm interpolate``, ``δ = cos(π t / 2)``.
 Selecting, uploading, re-drawing a level, swapping a level or keeping the current image
 make ``current`` (so edited) the new base: the sliders return to 0 and the directions are
-recomputed there, because they are local to the latent they were computed at.
+recomputed there, because they are local to the latent they were computed at. They are
+computed level by level outside the page's worker (the fine levels take seconds), and
+installed with :meth:`Explorer.install` only if the base has not changed meanwhile.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections import OrderedDict
 import torch
 
 from udpm.errors import UDPMError
-from udpm.explore.directions import LevelDirections, all_directions, move, with_map
+from udpm.explore.directions import LevelDirections, level_directions, move, with_map
 from udpm.explore.frames import Frame, render
 from udpm.latent import Latent, mix_pair
 
@@ -40,18 +42,19 @@ def latent_key(latent: Latent) -> str:
 class DirectionCache:
     """The directions of recently explored latents, shared by every page (thread-safe)."""
 
-    def __init__(self, model, k: int = 4, size: int = 32):
+    def __init__(self, model, k: int = 4, size: int = 96):
         self.model, self.k, self.size = model, k, size
-        self._items: OrderedDict[str, list[LevelDirections]] = OrderedDict()
+        self._items: OrderedDict[tuple, LevelDirections] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, latent: Latent) -> list[LevelDirections]:
-        key = latent_key(latent)
+    def get(self, latent: Latent, level: int) -> LevelDirections:
+        key = (latent_key(latent), level)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        directions = all_directions(self.model, latent, self.k)
+        k = min(self.k, latent.noises[level - 1].numel())
+        directions = level_directions(self.model, latent, level, k)
         with self._lock:
             self._items[key] = directions
             while len(self._items) > self.size:
@@ -76,7 +79,8 @@ class Explorer:
     def __init__(self, model, directions: DirectionCache, draw_seed: int = 0):
         self.model, self.cache = model, directions
         self.base: Latent | None = None
-        self.directions: list[LevelDirections] = []
+        self.directions: dict[int, LevelDirections] = {}  # the levels computed so far
+        self.version = 0  # counts bases, so that late directions for an old one are dropped
         self.partner: Latent | None = None
         self.values: dict[int, list[float]] = {}
         self.mix = 0.0
@@ -85,7 +89,7 @@ class Explorer:
 
     # -- what is shown ---------------------------------------------------------------
     def current(self) -> Latent:
-        moved = move(self.require_base(), self.directions, self.values)
+        moved = move(self.require_base(), list(self.directions.values()), self.values)
         if self.partner is None or self.mix == 0.0:
             return moved
         delta = interpolation_delta(self.mix)
@@ -142,10 +146,21 @@ class Explorer:
     def commit(self, latent: Latent) -> Frame:
         # Everything that can fail runs before the state changes, so a bad edit damages nothing.
         frame = render(self.model, latent)
-        directions = self.cache.get(latent)
         self.base, self.partner, self.values, self.mix = latent, None, {}, 0.0
-        self.directions, self.frame = directions, frame
+        self.directions, self.frame, self.version = {}, frame, self.version + 1
         return frame
+
+    # -- directions, computed outside the worker ---------------------------------------
+    def snapshot(self) -> tuple[int, Latent]:
+        """The base and its version, read on the worker thread for :meth:`install`."""
+        return self.version, self.require_base()
+
+    def install(self, version: int, directions: LevelDirections) -> bool:
+        """Use ``directions`` if they belong to the current base; say whether they did."""
+        if version != self.version:
+            return False
+        self.directions[directions.level] = directions
+        return True
 
     # -- checks ----------------------------------------------------------------------
     def require_base(self) -> Latent:
@@ -166,7 +181,9 @@ class Explorer:
         out = {}
         for key, ts in values.items():
             level = self.check_level(int(key) if str(key).isdigit() else key)
-            k = len(self.directions[level - 1].gains)
+            if level not in self.directions:
+                raise UDPMError(f"the sliders of level {level} are not ready yet")
+            k = len(self.directions[level].gains)
             if not isinstance(ts, list) or len(ts) != k:
                 raise UDPMError(f"level {level} takes {k} slider values, got {ts!r}")
             out[level] = [check_slider(t) for t in ts]

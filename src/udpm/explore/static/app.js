@@ -6,7 +6,7 @@
 const $ = (id) => document.getElementById(id);
 const state = {
   info: null, session: null, start: 0, perPage: 16,
-  sliders: {}, mix: 0, picking: null,          // picking: null | {kind: "swap", level} | {kind: "partner"}
+  sliders: {}, mix: 0, picking: null, version: 0,          // picking: null | {kind: "swap", level} | {kind: "partner"}
   inFlight: false, dirty: false, firstUnshown: null,
   latencies: [],                               // ms from a slider event to its image on screen
 };
@@ -106,7 +106,8 @@ function showFull(data) {
   state.sliders = {}; state.mix = 0; state.dirty = false;
   $("explore").hidden = false;
   showFrame(data);
-  buildLevels(data.levels);
+  state.version = data.version;
+  buildLevels(data.version);
   setPartner(null);
   $("provenance").textContent = data.seed === null ? "(edited)" : `(seed ${data.seed})`;
   const q = `?session=${encodeURIComponent(state.session)}`;
@@ -114,45 +115,67 @@ function showFull(data) {
   $("download-latent").href = "/api/latent" + q;
 }
 
-function buildLevels(levels) {
+function buildLevels(version) {
+  // One box per level, coarse first; the sliders arrive level by level (coarse levels in
+  // a fraction of a second, the finest in a few seconds) and appear as they do.
   const box = $("levels");
   box.replaceChildren();
-  const limit = state.info.slider_limit;
-  for (const { level, gains } of [...levels].reverse()) {
+  const L = state.info.levels;
+  for (let level = L; level >= 1; level--) {
     const node = $("level-template").content.firstElementChild.cloneNode(true);
     node.dataset.level = level;
-    const what = level === levels.length ? "coarse: layout, colours" : level === 1 ? "finest: detail" : "";
+    const what = level === L ? "coarse: layout, colours" : level === 1 ? "finest: detail" : "";
     node.querySelector("legend").textContent = `Level ${level}` + (what ? ` (${what})` : "");
-    state.sliders[level] = gains.map(() => 0);
-    gains.forEach((gain, k) => {
-      const label = document.createElement("label");
-      label.className = "slider";
-      label.title = `principal direction ${k + 1}; image change ${gain.toFixed(2)} per unit`;
-      const input = Object.assign(document.createElement("input"), {
-        type: "range", min: -limit, max: limit, step: 0.05, value: 0,
-      });
-      input.dataset.level = level; input.dataset.k = k;
-      input.setAttribute("aria-label", `level ${level} direction ${k + 1}`);
-      const out = document.createElement("output");
-      out.textContent = "0.00";
-      input.addEventListener("input", () => {
-        state.sliders[level][k] = Number(input.value);
-        out.textContent = Number(input.value).toFixed(2);
-        requestRender();
-      });
-      label.append(`d${k + 1}`, input, out);
-      node.querySelector(".sliders").append(label);
-    });
+    node.querySelector(".sliders").textContent = "computing the principal directions…";
     node.querySelector(".redraw").addEventListener("click", () => guarded(`re-drawing level ${level}`,
       async () => showFull(await api("/api/redraw", { level }))));
     node.querySelector(".swap").addEventListener("click", () => setPicking({ kind: "swap", level }));
     node.querySelector(".reset").addEventListener("click", () => {
+      if (!state.sliders[level]) return;
       node.querySelectorAll("input").forEach((i) => { i.value = 0; i.nextSibling.textContent = "0.00"; });
       state.sliders[level] = state.sliders[level].map(() => 0);
       requestRender();
     });
     box.append(node);
   }
+  loadDirections(version);
+}
+
+async function loadDirections(version) {
+  for (let level = state.info.levels; level >= 1; level--) {
+    let data;
+    try {
+      data = await api("/api/directions", { level });
+    } catch (err) { status(err.message, true); return; }
+    if (data.version !== version || state.version !== version) return;  // a newer base
+    addSliders(level, data.gains);
+  }
+}
+
+function addSliders(level, gains) {
+  const holder = $("levels").querySelector(`fieldset[data-level="${level}"] .sliders`);
+  holder.replaceChildren();
+  const limit = state.info.slider_limit;
+  state.sliders[level] = gains.map(() => 0);
+  gains.forEach((gain, k) => {
+    const label = document.createElement("label");
+    label.className = "slider";
+    label.title = `principal direction ${k + 1}; image change ${gain.toFixed(2)} per unit`;
+    const input = Object.assign(document.createElement("input"), {
+      type: "range", min: -limit, max: limit, step: 0.05, value: 0,
+    });
+    input.dataset.level = level; input.dataset.k = k;
+    input.setAttribute("aria-label", `level ${level} direction ${k + 1}`);
+    const out = document.createElement("output");
+    out.textContent = "0.00";
+    input.addEventListener("input", () => {
+      state.sliders[level][k] = Number(input.value);
+      out.textContent = Number(input.value).toFixed(2);
+      requestRender();
+    });
+    label.append(`d${k + 1}`, input, out);
+    holder.append(label);
+  });
 }
 
 function setPartner(seed) {

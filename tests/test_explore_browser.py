@@ -1,0 +1,153 @@
+"""``udpm explore`` in a real browser: headless Debian Chromium driven by Selenium.
+
+Opens the page on the shipped model, clicks a sample, drags a level-3 slider and checks the
+image changed, drags a level-1 slider the same distance and checks it changed the image
+less, and takes a screenshot (``UDPM_EXPLORE_SCREENSHOT=PATH`` also writes it there: that is
+how ``docs/images/explore.png`` is made). It also reports the page's own latency from slider
+event to image on screen. Skipped when Chromium, its driver or Selenium is missing;
+``.ci/run`` installs them (Debian ``chromium chromium-driver``).
+"""
+
+import base64
+import io
+import json
+import os
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="no Chromium: install Debian's chromium and chromium-driver (.ci/run does)",
+)
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+uvicorn = pytest.importorskip("uvicorn", reason="the explore extra is not installed")
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1250",
+]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The app on the shipped model, served by uvicorn on a free port in a thread."""
+    import torch
+
+    import udpm
+    from udpm.explore.app import create_app
+
+    torch.set_num_threads(1)
+    config = uvicorn.Config(create_app(udpm.load()), host="127.0.0.1", port=0, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    port = srv.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}/"
+    srv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
+    driver.set_script_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def pixels(data_url: str) -> np.ndarray:
+    data = base64.b64decode(data_url.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(float)
+
+
+def settled(driver) -> bool:
+    """No render in flight or waiting."""
+    return driver.execute_script("const s = window.udpmExplore; return !s.inFlight && !s.dirty;")
+
+
+def image(driver) -> str:
+    return driver.find_element(By.ID, "image").get_attribute("src")
+
+
+def drag(driver, slider, pixels_right: int, steps: int = 20) -> None:
+    """Press on the slider's thumb (the middle: 0) and drag right in small moves, as a hand."""
+    chain = ActionChains(driver, duration=10).click_and_hold(slider)
+    for _ in range(steps):
+        chain.move_by_offset(pixels_right // steps, 0).pause(0.02)
+    chain.release().perform()
+    WebDriverWait(driver, 30).until(settled)
+
+
+def slider(driver, level: int, k: int = 0):
+    return driver.find_element(By.CSS_SELECTOR, f'input[data-level="{level}"][data-k="{k}"]')
+
+
+def test_sliders_in_a_real_browser(server, browser, tmp_path):
+    browser.get(server)
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+    thumbs = browser.find_elements(By.CSS_SELECTOR, "#grid img")
+    assert len(thumbs) == 16
+    thumbs[1].click()  # seed 1
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'input[data-level="3"]'))
+    assert "seed 1" in browser.find_element(By.ID, "provenance").text
+    original = image(browser)
+
+    drag(browser, slider(browser, 3), 90)
+    after3 = image(browser)
+    change3 = np.abs(pixels(after3) - pixels(original)).mean()
+    assert after3 != original and change3 > 0
+    assert float(slider(browser, 3).get_attribute("value")) > 0.5
+
+    reset = browser.find_element(By.CSS_SELECTOR, 'fieldset[data-level="3"] .reset')
+    reset.click()
+    wait.until(settled)
+    wait.until(lambda d: image(d) == original)  # slider 0 is the original, bit for bit
+
+    drag(browser, slider(browser, 1), 90)
+    assert float(slider(browser, 1).get_attribute("value")) > 0.5
+    change1 = np.abs(pixels(image(browser)) - pixels(original)).mean()
+    assert change1 < change3, (change1, change3)
+
+    latencies = browser.execute_script("return window.udpmExplore.latencies")
+    assert len(latencies) >= 3
+    p50, p95 = np.percentile(latencies, [50, 95])
+    report = {"renders": len(latencies), "p50_ms": round(p50, 1), "p95_ms": round(p95, 1)}
+    print("browser slider-to-image latency:", json.dumps(report))
+    assert p95 < 2000, report  # the 100 ms target is measured, not gated: CI CPUs are shared
+
+    # leave a visible edit on screen for the picture: level 3 moved back out
+    drag(browser, slider(browser, 3), 60)
+    shot = tmp_path / "explore.png"
+    browser.save_screenshot(str(shot))
+    assert Image.open(shot).size[0] > 0
+    if os.environ.get("UDPM_EXPLORE_SCREENSHOT"):
+        shutil.copy(shot, os.environ["UDPM_EXPLORE_SCREENSHOT"])
+    if os.environ.get("UDPM_EXPLORE_LATENCY_JSON"):
+        with open(os.environ["UDPM_EXPLORE_LATENCY_JSON"], "w") as f:
+            json.dump(report, f, indent=2)
