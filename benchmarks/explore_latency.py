@@ -24,6 +24,7 @@ import argparse
 import base64
 import io
 import json
+import os
 import platform
 import threading
 import time
@@ -157,6 +158,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = udpm.load()
     k = 4
+    load_before = os.getloadavg()[0]
     server, base_url = serve(create_app(model, k=k))
     try:
         with httpx.Client(base_url=base_url, timeout=60) as client:
@@ -178,6 +180,9 @@ def main() -> None:
         "drag_60hz": {**stats(drag_ms), "events": len(drag_ms), "requests": requests},
         "burst": {"sent": 32, "superseded": superseded},
         "target_p95_ms": TARGET_P95_MS,
+        # other work on the machine slows every number above; this says how much there was
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "cpu_count": os.cpu_count(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
@@ -211,7 +216,10 @@ def markdown(r: dict) -> str:
         f"The drag sent {d['requests']} requests for {d['events']} events; of {b['sent']} renders "
         f"sent at once, the server answered {b['superseded']} as superseded without rendering. "
         f"Clicking a sample showed its image in {r['click']['image_s']} s; the sliders of "
-        f"levels 3, 2, 1 were ready after {r['click']['sliders_ready_s']} s.",
+        f"levels 3, 2, 1 were ready after "
+        f"{', '.join(map(str, r['click']['sliders_ready_s']))} s. Load average (1 min) before "
+        f"and after: {r['load_average_1min'][0]}, {r['load_average_1min'][1]} "
+        f"on {r['cpu_count']} CPUs.",
         "",
     ]
     return "\n".join(lines)

@@ -41,7 +41,7 @@ FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1280,1250",
+    "--window-size=900,1250",
 ]
 
 
@@ -129,6 +129,9 @@ def test_sliders_in_a_real_browser(server, browser, tmp_path):
     wait.until(settled)
     wait.until(lambda d: image(d) == original)  # slider 0 is the original, bit for bit
 
+    WebDriverWait(browser, 120).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, 'input[data-level="1"]')
+    )  # the finest level's sliders come last (seconds: its map has the most entries)
     drag(browser, slider(browser, 1), 90)
     assert float(slider(browser, 1).get_attribute("value")) > 0.5
     change1 = np.abs(pixels(image(browser)) - pixels(original)).mean()
