@@ -41,7 +41,7 @@ FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=900,1250",
+    "--window-size=1000,1300",
 ]
 
 
@@ -146,6 +146,7 @@ def test_sliders_in_a_real_browser(server, browser, tmp_path):
 
     # leave a visible edit on screen for the picture: level 3 moved back out
     drag(browser, slider(browser, 3), 60)
+    browser.execute_script("window.scrollTo(0, 0)")
     shot = tmp_path / "explore.png"
     browser.save_screenshot(str(shot))
     assert Image.open(shot).size[0] > 0

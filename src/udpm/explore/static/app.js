@@ -59,7 +59,7 @@ function chooseFromGrid(seed) {
   setPicking(null);
   const cls = classParam();
   if (!pick) {
-    guarded("computing the directions", async () => {
+    guarded(`loading seed ${seed}`, async () => {
       showFull(await api("/api/select", { seed, class: cls }));
       for (const img of $("grid").children) img.classList.toggle("chosen", Number(img.dataset.seed) === seed);
     });
@@ -232,7 +232,7 @@ async function main() {
   $("next").addEventListener("click", () => { state.start += state.perPage; guarded("loading", loadGrid); });
   $("go").addEventListener("click", () => { state.start = Math.max(0, Number($("start").value) || 0); guarded("loading", loadGrid); });
   $("class").addEventListener("change", () => guarded("loading", loadGrid));
-  $("keep").addEventListener("click", () => guarded("computing the directions",
+  $("keep").addEventListener("click", () => guarded("keeping this image",
     async () => showFull(await api("/api/keep", {}))));
   $("pick-partner").addEventListener("click", () => setPicking({ kind: "partner" }));
   $("stop-partner").addEventListener("click", () => guarded("stopping",
