@@ -43,6 +43,13 @@ def register(sub) -> None:
     p.add_argument(
         "--max-upload-kb", type=int, default=1024, help="largest latent upload (default 1024 KiB)"
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: one small image gains little from more, and more "
+        "threads on a busy machine make every slider step wait for the others)",
+    )
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     p.set_defaults(func=run)
 
@@ -83,7 +90,12 @@ def run(args) -> int:
 
     if args.sliders < 1:
         raise UDPMError(f"--sliders must be at least 1, got {args.sliders}")
+    if args.threads < 1:
+        raise UDPMError(f"--threads must be at least 1, got {args.threads}")
     check_port_free(args.host, args.port)
+    import torch
+
+    torch.set_num_threads(args.threads)
     model = udpm.load(args.checkpoint, device=args.device)
     hosts = [args.host, "localhost", "127.0.0.1", "[::1]"] if is_loopback(args.host) else None
     app = create_app(

@@ -29,7 +29,7 @@ class Frame:
     previews: torch.Tensor
 
 
-@torch.no_grad()
+@torch.inference_mode()  # a little faster than no_grad; the frames never meet autograd
 def render(model, latent: Latent) -> Frame:
     """Decode ``latent`` with ``model.sample`` and keep the per-level previews."""
     latent.check(model, check_hash=False)
