@@ -155,3 +155,40 @@ def test_sliders_in_a_real_browser(server, browser, tmp_path):
     if os.environ.get("UDPM_EXPLORE_LATENCY_JSON"):
         with open(os.environ["UDPM_EXPLORE_LATENCY_JSON"], "w") as f:
             json.dump(report, f, indent=2)
+
+
+def alone(seed: int) -> np.ndarray:
+    """The pixels of seed ``seed`` decoded at batch 1, as the server renders it (a grid
+    thumbnail comes from a larger batch, whose float sums may differ in the last bit)."""
+    import udpm
+    from udpm.explore.frames import data_url, render
+    from udpm.latent import Latent
+
+    model = udpm.load()
+    return pixels(data_url(render(model, Latent.from_seed(model, seed)).image))
+
+
+def test_interpolate_and_swap_in_a_real_browser(server, browser):
+    """The partner slider's far end is the second image, exactly; a swap edits the image."""
+    browser.get(server)
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+    browser.find_element(By.CSS_SELECTOR, '#grid img[data-seed="2"]').click()
+    wait.until(lambda d: "seed 2" in d.find_element(By.ID, "provenance").text)
+    assert np.array_equal(pixels(image(browser)), alone(2))
+
+    browser.find_element(By.ID, "pick-partner").click()
+    browser.find_element(By.CSS_SELECTOR, '#grid img[data-seed="3"]').click()
+    wait.until(lambda d: d.find_element(By.ID, "partner-info").text == "seed 3")
+    mix = browser.find_element(By.ID, "mix")
+    ActionChains(browser).click_and_hold(mix).move_by_offset(400, 0).release().perform()
+    wait.until(settled)
+    assert mix.get_attribute("value") == "1"
+    assert np.array_equal(pixels(image(browser)), alone(3))
+
+    before = image(browser)
+    browser.find_element(By.CSS_SELECTOR, 'fieldset[data-level="3"] .swap').click()
+    browser.find_element(By.CSS_SELECTOR, '#grid img[data-seed="4"]').click()
+    wait.until(lambda d: "edited" in d.find_element(By.ID, "provenance").text)
+    assert image(browser) != before
+    assert browser.find_element(By.ID, "status").text == ""  # no error shown
