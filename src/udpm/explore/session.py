@@ -185,7 +185,8 @@ class Explorer:
                 raise UDPMError(f"the sliders of level {level} are not ready yet")
             k = len(self.directions[level].gains)
             if not isinstance(ts, list) or len(ts) != k:
-                raise UDPMError(f"level {level} takes {k} slider values, got {ts!r}")
+                got = f"{len(ts)} values" if isinstance(ts, list) else repr(ts)[:40]
+                raise UDPMError(f"level {level} takes {k} slider values, got {got}")
             out[level] = [check_slider(t) for t in ts]
         return out
 
