@@ -81,7 +81,8 @@ function setPicking(pick) {
   $("pick-hint").hidden = !pick;
   if (pick) {
     $("pick-hint").textContent = pick.kind === "swap"
-      ? `Click the image whose level-${pick.level} map to take.` : "Click the second image.";
+      ? `Click the image whose level-${pick.level} map to take (Esc: cancel).`
+      : "Click the second image (Esc: cancel).";
   }
 }
 
@@ -235,6 +236,7 @@ async function main() {
   $("keep").addEventListener("click", () => guarded("keeping this image",
     async () => showFull(await api("/api/keep", {}))));
   $("pick-partner").addEventListener("click", () => setPicking({ kind: "partner" }));
+  document.addEventListener("keydown", (event) => { if (event.key === "Escape") setPicking(null); });
   $("stop-partner").addEventListener("click", () => guarded("stopping",
     async () => { showFrame(await api("/api/partner", { seed: null })); setPartner(null); }));
   $("mix").addEventListener("input", () => {
