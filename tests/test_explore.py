@@ -555,3 +555,18 @@ def test_serves_the_shipped_model_and_stops_on_ctrl_c():
             proc.kill()
     assert proc.returncode == 0, err
     assert "stopped" in out and "Traceback" not in err
+
+
+def test_oldest_page_is_closed_beyond_the_limit(pipe):
+    with TestClient(create_app(pipe, max_sessions=2)) as c:
+        first, second, third = (c.post("/api/session").json()["session"] for _ in range(3))
+        assert c.post("/api/select", json={"session": first, "seed": 1}).status_code == 404
+        for sid in (second, third):
+            assert c.post("/api/select", json={"session": sid, "seed": 1}).status_code == 200
+
+
+def test_missing_checkpoint_is_one_line(tmp_path, capsys):
+    missing = tmp_path / "nope.safetensors"
+    assert main(["explore", "--checkpoint", str(missing), "--port", str(free_port())]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("udpm explore: error:") and "nope" in err[0]
