@@ -173,11 +173,17 @@ def test_interpolation_delta_ends_are_exact():
 
 # ---------------------------------------------------------------- library: the worker
 def test_worker_coalesces_waiting_renders_but_never_drops_edits():
-    ran, gate = [], threading.Event()
+    ran, started, gate = [], threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        gate.wait(5)
+        ran.append("slow")
+
     worker = Worker()
     try:
-        first = worker.submit(lambda: gate.wait(5) and ran.append("slow"), coalesce=True)
-        time.sleep(0.05)  # the slow job is running; everything below waits behind it
+        first = worker.submit(slow, coalesce=True)
+        assert started.wait(5)  # it runs; everything below waits behind it
         stale = [worker.submit(lambda i=i: ran.append(i) or i, coalesce=True) for i in range(5)]
         edit = worker.submit(lambda: ran.append("edit") or "edit")
         last = worker.submit(lambda: ran.append("last") or "last", coalesce=True)
@@ -436,7 +442,7 @@ def test_fast_slider_requests_are_coalesced(client, sid, monkeypatch):
 
     def slow_render(model, latent):
         calls.append(1)
-        time.sleep(0.05)
+        time.sleep(0.2)  # far longer than it takes to send the others, even on a busy machine
         return real(model, latent)
 
     monkeypatch.setattr(session_mod, "render", slow_render)
