@@ -15,6 +15,7 @@ import os
 import shutil
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -142,7 +143,13 @@ def test_sliders_in_a_real_browser(server, browser, tmp_path):
     p50, p95 = np.percentile(latencies, [50, 95])
     report = {"renders": len(latencies), "p50_ms": round(p50, 1), "p95_ms": round(p95, 1)}
     print("browser slider-to-image latency:", json.dumps(report))
-    assert p95 < 2000, report  # the 100 ms target is measured, not gated: CI CPUs are shared
+    assert p95 < 3000, report  # the 100 ms target is measured, not gated: CI CPUs are shared
+
+    # Nothing stale arrives after the drag: the image shown is the server's last render.
+    sid = browser.execute_script("return window.udpmExplore.session")
+    with urllib.request.urlopen(f"{server}api/image.png?session={sid}", timeout=10) as r:
+        last = np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB")).astype(float)
+    assert np.array_equal(pixels(image(browser)), last)
 
     # leave a visible edit on screen for the picture: level 3 moved back out
     drag(browser, slider(browser, 3), 60)
