@@ -11,7 +11,7 @@ previews for a latent), :mod:`~udpm.explore.session` (one page's state and edits
 >>> app = create_app(udpm.load())   # serve with uvicorn.run(app, host="127.0.0.1", port=7860)
 """
 
-from udpm.explore.directions import LevelDirections, all_directions, level_directions, move
+from udpm.explore.directions import LevelDirections, level_directions, move
 from udpm.explore.frames import Frame, render
 
-__all__ = ["Frame", "LevelDirections", "all_directions", "level_directions", "move", "render"]
+__all__ = ["Frame", "LevelDirections", "level_directions", "move", "render"]

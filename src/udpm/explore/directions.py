@@ -80,14 +80,6 @@ def level_directions(
     return LevelDirections(level, v.float().view(k, *e.shape), s[:k].float())
 
 
-def all_directions(model, latent: Latent, k: int = 4, step: float = STEP) -> list[LevelDirections]:
-    """:func:`level_directions` for levels ``1..L``, at most ``k`` each."""
-    return [
-        level_directions(model, latent, l, min(k, latent.noises[l - 1].numel()), step)
-        for l in range(1, latent.levels + 1)
-    ]
-
-
 def move(latent: Latent, directions: list[LevelDirections], values: dict) -> Latent:
     """``e_l + Σ_k t_{l,k} v_{l,k}`` for each level ``l`` in ``values`` (``{l: [t_1, ..]}``).
 
