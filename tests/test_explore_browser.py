@@ -160,8 +160,10 @@ def test_sliders_in_a_real_browser(server, browser, tmp_path):
     if os.environ.get("UDPM_EXPLORE_SCREENSHOT"):
         shutil.copy(shot, os.environ["UDPM_EXPLORE_SCREENSHOT"])
     if os.environ.get("UDPM_EXPLORE_LATENCY_JSON"):
+        context = {"load_average_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
         with open(os.environ["UDPM_EXPLORE_LATENCY_JSON"], "w") as f:
-            json.dump(report, f, indent=2)
+            json.dump({**report, **context}, f, indent=2)
+            f.write("\n")
 
 
 def alone(seed: int) -> np.ndarray:
