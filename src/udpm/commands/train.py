@@ -73,6 +73,11 @@ def register(sub) -> None:
         help="override any config field, e.g. --set ema_decay=0.999 or "
         "--set network.model_channels=64 (repeatable; values are YAML)",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the generator's forward through torch.compile (compiles first)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -103,7 +108,9 @@ def run(args) -> int:
 
     config = build_config(args)
     # Under torchrun every process runs this; train() joins them (see 'Many GPUs').
-    path = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    path = train(
+        config, args.out, resume=args.resume, progress=not args.no_progress, compile=args.compile
+    )
     if env_rank() == 0:
         print(f"trained {config.method}: {path}")
     return 0

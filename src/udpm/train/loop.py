@@ -147,6 +147,7 @@ class Trainer:
         progress: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        compile: bool = False,
     ):
         self.out, self.progress = Path(out), progress
         self.rank, self.world_size = rank, world_size
@@ -182,6 +183,10 @@ class Trainer:
             cfg, self.device, self.num_classes, autocast_dtype(cfg.amp, self.device)
         )
         self.method.distribute(self.split)
+        if compile:  # G's training forward through torch.compile; weights stay shared
+            from udpm.accel import compile_network
+
+            self.method.nets["G"] = compile_network(self.method.net("G"))
         if rank:
             torch.manual_seed(cfg.seed + rank)
         self.ema = EMA(self.method.generator, cfg.ema_decay)
@@ -383,8 +388,12 @@ def _version() -> str:
     return __version__
 
 
-def train(config: Config, out, resume: bool = False, progress: bool = True) -> Path:
+def train(
+    config: Config, out, resume: bool = False, progress: bool = True, compile: bool = False
+) -> Path:
     """Train ``config`` into the run directory ``out``; returns the last model file.
+
+    ``compile`` runs the generator's training forward through ``torch.compile``.
 
     Under ``torchrun`` each process calls this alike; it joins the process group from the
     environment (NCCL on GPUs, gloo on CPUs) and leaves it at the end.
@@ -397,5 +406,6 @@ def train(config: Config, out, resume: bool = False, progress: bool = True) -> P
             progress=progress,
             rank=context.rank,
             world_size=context.world_size,
+            compile=compile,
         )
         return trainer.run()

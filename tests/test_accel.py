@@ -1,0 +1,161 @@
+"""Accelerated sampling (``udpm.accel``) agrees with plain fp32 sampling on the CPU.
+
+Each agreement check is paired with a check that the option really took effect (compiled
+graphs, NHWC tensors, bf16 inside the network), so a wrapper that did nothing would fail.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import udpm
+from udpm.accel import CUDAGraphed, accelerate, precision_dtype
+from udpm.errors import UDPMError
+from udpm.processes.upsampling import UpsamplingProcess
+from udpm.samplers.udpm import sample_udpm, seeded_noises
+
+from .conftest import ShuffleNet
+
+
+@functools.cache
+def compile_problem() -> str | None:
+    """Why ``torch.compile`` cannot run here (no C++ compiler, unsupported Python), or None."""
+    try:
+        torch.compile(lambda x: x + 1)(torch.ones(2))
+    except Exception as exc:  # any backend failure means: skip, do not fail
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+@pytest.fixture
+def pipe():
+    return udpm.load()  # the shipped emoji32 model: trained weights, 3 levels, 32 px
+
+
+def stem_calls(fast, run) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(input, output) of the wrapped U-Net's first convolution in each call of ``run``."""
+    seen = []
+    net = fast.network.network
+    handle = net.stem.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return seen
+
+
+def test_compiled_sampling_equals_eager():
+    problem = compile_problem()
+    if problem:
+        pytest.skip(f"torch.compile is unsupported here ({problem})")
+    process = UpsamplingProcess((0.5, 0.2, 1e-3), (0.1, 0.2, 0.3))
+    net = ShuffleNet().eval()
+    noises = seeded_noises(process, (3, 16, 16), range(3))
+    eager = sample_udpm(net, process, (3, 16, 16), noises=noises)
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    compiled = sample_udpm(accelerate(net, compile=True), process, (3, 16, 16), noises=noises)
+    # One graph per level size (8, 4 and 2 px): the network really ran compiled.
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - before == 3
+    # Inductor reorders float32 sums, so the two agree to rounding, not bit for bit.
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)
+
+
+def test_channels_last_sampling_agrees_and_leaves_the_pipeline_alone(pipe):
+    fast = pipe.accelerate(channels_last=True)
+    seen = stem_calls(fast, lambda: fast.sample(4, seed=3))
+    assert len(seen) == 3 and all(
+        x.is_contiguous(memory_format=torch.channels_last) for x, _ in seen
+    )
+    assert fast.network.network.stem.weight.is_contiguous(memory_format=torch.channels_last)
+    assert pipe.network.stem.weight.is_contiguous()  # a copy was converted, not the model
+    # Only the summation order of the convolutions changes: float32 rounding, ~1e-6.
+    torch.testing.assert_close(fast.sample(4, seed=3), pipe.sample(4, seed=3), rtol=0, atol=1e-4)
+    torch.testing.assert_close(
+        fast.network(torch.ones(2, 3, 8, 8), torch.full((2,), 0.5)),
+        pipe.network(torch.ones(2, 3, 8, 8), torch.full((2,), 0.5)),
+        rtol=0,
+        atol=1e-5,
+    )
+
+
+def test_bf16_network_call_agrees_within_a_few_bf16_roundings(pipe):
+    """bf16 keeps 8 significant bits: unit roundoff u = 2^-8 ≈ 0.4%. Through a U-Net the
+    rounding errors of its layers add up to a few u (about 1% measured here), so one call
+    must agree to 10 u in relative L2 norm, and it must not agree exactly (bf16 really ran).
+    """
+    fast = pipe.accelerate(autocast_dtype=precision_dtype("bf16"))
+    x, t = torch.randn(8, 3, 16, 16) * 0.5, torch.full((8,), pipe.process.level_time(1))
+    with torch.no_grad():
+        seen = stem_calls(fast, lambda: fast.network(x, t))
+        a, b = pipe.network(x, t), fast.network(x, t)
+    assert b.dtype == torch.float32  # the sampler math after the call stays fp32
+    relative = ((b - a).norm() / a.norm()).item()
+    assert 0 < relative < 10 * 2**-8
+    assert seen[0][1].dtype == torch.bfloat16  # the convolutions ran in bf16
+
+
+def test_bf16_samples_agree_in_psnr(pipe):
+    """Three calls feed each other and a coarse-level difference is upsampled, so single
+    pixels may differ by much more than a call's error; the images as a whole must agree:
+    PSNR (peak-to-peak 2) of at least 30 dB, i.e. an RMS error under 8 grey levels (about
+    40 dB measured)."""
+    a = pipe.sample(8, seed=0)
+    b = pipe.accelerate(autocast_dtype=torch.bfloat16).sample(8, seed=0)
+    mse = ((a - b) ** 2).mean()
+    assert 0 < mse and 10 * torch.log10(4 / mse) > 30
+
+
+def test_no_option_returns_the_network_itself(pipe):
+    assert accelerate(pipe.network) is pipe.network
+
+
+def test_bad_options_are_one_line_errors(pipe):
+    with pytest.raises(UDPMError, match="precision must be one of fp32, bf16"):
+        precision_dtype("fp8")
+    graphed = accelerate(pipe.network, cuda_graph=True)
+    assert isinstance(graphed, CUDAGraphed)
+    with torch.no_grad(), pytest.raises(UDPMError, match="CUDA graphs need a CUDA device"):
+        graphed(torch.zeros(1, 3, 8, 8), torch.zeros(1))
+
+
+def test_sample_and_bench_take_the_flags(tmp_path):
+    from udpm.cli import main
+
+    out = tmp_path / "png"
+    args = ["sample", "--out", str(out), "--n", "2", "--device", "cpu"]
+    assert main([*args, "--precision", "bf16", "--channels-last"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["seed000000.png", "seed000001.png"]
+    report = tmp_path / "bench.json"
+    args = ["bench", "--batches", "2", "--repeats", "1", "--device", "cpu"]
+    assert main([*args, "--precision", "bf16", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["accel"]["autocast_dtype"] == "torch.bfloat16"
+    assert result["nfe"] == 3 and result["ms_per_image_batch2"] > 0
+
+
+def test_training_with_compile_hooks_the_generator(tmp_path, monkeypatch):
+    """The hook wraps G's training forward; ``aot_eager`` traces it as inductor would
+    (dynamo + AOT autograd) but skips code generation, so this takes seconds."""
+    if compile_problem():
+        pytest.skip(f"torch.compile is unsupported here ({compile_problem()})")
+    from udpm.train.loop import Trainer
+
+    from .test_train import tiny_config
+
+    data = tmp_path / "d.npz"
+    np.savez(data, images=np.random.default_rng(0).integers(0, 255, (8, 16, 16, 3), np.uint8))
+    config = tiny_config(data, method="ddpm", steps=2, diffusion={"process": {"T": 20}})
+    plain = Trainer(config, tmp_path / "plain", progress=False)
+    plain.run()
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    compiled = Trainer(config, tmp_path / "compiled", progress=False, compile=True)
+    assert isinstance(compiled.method.net("G"), torch._dynamo.eval_frame.OptimizedModule)
+    compiled.run()
+    a, b = plain.method.generator.state_dict(), compiled.method.generator.state_dict()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
