@@ -159,3 +159,37 @@ def test_training_with_compile_hooks_the_generator(tmp_path, monkeypatch):
     a, b = plain.method.generator.state_dict(), compiled.method.generator.state_dict()
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_gpu_benchmark_smoke_run_writes_every_section(tmp_path):
+    """``benchmarks/gpu.py --smoke`` runs on the CPU, so the GPU script cannot rot."""
+    import importlib.util
+
+    from .test_distributed import ROOT
+
+    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "benchmarks" / "gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["--smoke", "--device", "cpu", "--presets", "cifar10", "--precisions", "fp32,bf16"]
+    argv += ["--modes", "eager,graph", "--emoji-steps", "1", "--emoji-points", "1"]
+    argv += ["--emoji-run", str(tmp_path / "emoji"), "--out", str(tmp_path)]
+    result = bench.main(argv)
+    assert json.loads((tmp_path / "GPU.json").read_text())["command"] == result["command"]
+    timed = [r for r in result["sampling"] if "error" not in r]
+    # 3 workloads x batches {1, 4} x 2 precisions, eager; graph mode is skipped on a CPU.
+    assert len(timed) == 12 and {r["batch"] for r in timed} == {1, 4}
+    for r in timed:
+        assert r["images_per_s"] * r["ms_per_image"] == pytest.approx(1000)
+        assert r["ms_per_image_range"][0] <= r["ms_per_image"] <= r["ms_per_image_range"][1]
+    skipped = [r for r in result["sampling"] if "error" in r]
+    assert len(skipped) == 12 and all(
+        "CUDA graphs need a CUDA device" in r["error"] for r in skipped
+    )
+    assert [r["precision"] for r in result["training"]] == ["fp32", "bf16"]
+    assert all(r["images_per_s"] > 0 for r in result["training"])
+    assert 0 <= result["overhead"][0]["overhead_fraction"] < 1
+    assert [r["step"] for r in result["emoji"]["rows"]] == [1]
+    md = (tmp_path / "GPU.md").read_text()
+    for heading in ("Sampling throughput", "full-resolution pass", "overhead", "Training", "FD"):
+        assert heading in md
+    assert "| cifar10 | 4 | bf16 | eager |" in md  # a ratio row
