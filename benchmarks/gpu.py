@@ -126,7 +126,8 @@ def guarded(fn, device) -> dict:
 
 
 def largest_batch(make, device, cap: int) -> int:
-    """The largest power of two up to ``cap`` for which one eager fp32 run fits."""
+    """The largest power of two up to ``cap`` for which one eager fp32 run fits (bf16 needs
+    less memory; compiled and graph-captured runs may need more, and say so if they fail)."""
     best, n = 1, 2
     while n <= cap:
         reset_memory(device)
@@ -148,8 +149,10 @@ def sampling(args, device) -> list[dict]:
     rows = []
     for preset in args.presets:
         pipes = [pipeline(preset, m, device, args.smoke) for m in ("udpm", "ddpm")]
-        for name, make in workloads(*pipes, device).items():
-            top = largest_batch(make, device, args.max_batch)
+        makers = workloads(*pipes, device)
+        # One batch for all three workloads, so that their ratios compare like with like.
+        top = min(largest_batch(make, device, args.max_batch) for make in makers.values())
+        for name, make in makers.items():
             for batch in sorted({1, top}):
                 for precision in args.precisions:
                     for mode in args.modes:

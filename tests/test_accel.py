@@ -102,10 +102,11 @@ def test_bf16_network_call_agrees_within_a_few_bf16_roundings(pipe):
 def test_bf16_samples_agree_in_psnr(pipe):
     """Three calls feed each other and a coarse-level difference is upsampled, so single
     pixels may differ by much more than a call's error; the images as a whole must agree:
-    PSNR (peak-to-peak 2) of at least 30 dB, i.e. an RMS error under 8 grey levels (about
-    40 dB measured)."""
-    a = pipe.sample(8, seed=0)
-    b = pipe.accelerate(autocast_dtype=torch.bfloat16).sample(8, seed=0)
+    PSNR (peak-to-peak 2) of at least 30 dB, i.e. an RMS error under 8 grey levels. About
+    40 dB is measured over 16 images; a few sensitive images weigh most (over 2 it fell to
+    30-33 dB, eager or compiled), so the check averages 16."""
+    a = pipe.sample(16, seed=0)
+    b = pipe.accelerate(autocast_dtype=torch.bfloat16).sample(16, seed=0)
     mse = ((a - b) ** 2).mean()
     assert 0 < mse and 10 * torch.log10(4 / mse) > 30
 
