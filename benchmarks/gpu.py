@@ -339,7 +339,7 @@ def parse(argv):
         help="precisions measured compiled too (default bf16: each compiled measurement "
         "compiles once per input size, about 10 compilations per preset and precision)",
     )
-    p.add_argument("--max-batch", type=int, default=512, help="cap of the batch search")
+    p.add_argument("--max-batch", type=int, default=256, help="cap of the batch search")
     p.add_argument("--repeats", type=int, default=5, help="timed runs at least")
     p.add_argument("--min-seconds", type=float, default=1.0, help="...and at least this long")
     p.add_argument("--train-steps", type=int, default=5, help="timed steps per level")
@@ -359,6 +359,15 @@ def parse(argv):
     return args
 
 
+def write(result: dict, out: Path) -> None:
+    sys.path.insert(0, str(HERE))
+    from gpu_report import markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "GPU.json").write_text(json.dumps(result, indent=2))
+    (out / "GPU.md").write_text(markdown(result))
+
+
 def main(argv=None) -> dict:
     from udpm.train.loop import resolve_device
 
@@ -373,19 +382,14 @@ def main(argv=None) -> dict:
         "paper": PAPER,
         "smoke": args.smoke,
     }
-    t0 = time.perf_counter()
-    result["sampling"] = sampling(args, device)
-    result["overhead"] = overhead(args, device)
-    result["training"] = training(args, device)
+    sections = {"sampling": sampling, "overhead": overhead, "training": training}
     if args.emoji_steps:
-        result["emoji"] = emoji_curve(args, device)
-    result["total_seconds"] = time.perf_counter() - t0
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "GPU.json").write_text(json.dumps(result, indent=2))
-    sys.path.insert(0, str(HERE))
-    from gpu_report import markdown
-
-    (args.out / "GPU.md").write_text(markdown(result))
+        sections["emoji"] = emoji_curve
+    t0 = time.perf_counter()
+    for name, measure_section in sections.items():
+        result[name] = measure_section(args, device)
+        result["total_seconds"] = time.perf_counter() - t0
+        write(result, args.out)  # after each section: a run cut short keeps what it measured
     print(f"wrote {args.out / 'GPU.json'} and {args.out / 'GPU.md'}")
     return result
 

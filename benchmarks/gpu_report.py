@@ -144,12 +144,14 @@ def _errors(result: dict) -> list[str]:
     failed = [
         (section, r)
         for section in ("sampling", "overhead", "training")
-        for r in result[section]
+        for r in result.get(section, [])
         if "error" in r
     ]
-    if not failed:
+    missing = [s for s in ("sampling", "overhead", "training") if s not in result]
+    if not failed and not missing:
         return ["## What did not run", "", "Everything ran.", ""]
     lines = ["## What did not run", ""]
+    lines += [f"- {section}: not measured (the run stopped before it)" for section in missing]
     for section, r in failed:
         what = ", ".join(f"{k}={v}" for k, v in r.items() if k != "error")
         lines.append(f"- {section} ({what}): {r['error']}")
@@ -158,10 +160,10 @@ def _errors(result: dict) -> list[str]:
 
 def markdown(result: dict) -> str:
     lines = _header(result)
-    lines += _sampling(result["sampling"])
-    lines += _ratios(result["sampling"], result["paper"])
-    lines += _overhead(result["overhead"])
-    lines += _training(result["training"])
+    lines += _sampling(result.get("sampling", []))
+    lines += _ratios(result.get("sampling", []), result["paper"])
+    lines += _overhead(result.get("overhead", []))
+    lines += _training(result.get("training", []))
     lines += _emoji(result.get("emoji"))
     lines += _errors(result)
     return "\n".join(lines)
