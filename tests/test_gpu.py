@@ -137,11 +137,16 @@ def test_ddp_over_nccl_with_one_process(tmp_path, tiny_npz):
 
 
 def test_training_with_compile_on_cuda_equals_eager(tmp_path, tiny_npz, strict_fp32):
-    """``udpm train --compile`` with inductor on the GPU: the same steps as eager, to the
-    rounding of reordered float32 sums (dropout 0, so both runs draw nothing else)."""
+    """``udpm train --compile`` with inductor on the GPU takes the eager steps.
+
+    The first loss comes before any update, so it checks the compiled forward to float32
+    rounding. Weights are checked to Adam's sign-flip bound: a gradient near zero may change
+    sign under reordered sums, and Adam then moves that weight by up to ``lr`` the other way
+    (learning rates 0.5 lr and lr in the two warm-up steps, so at most 3 lr apart).
+    """
     from udpm.train.loop import Trainer
 
-    network = {**tiny_config(tiny_npz).network, "dropout": 0.0}
+    network = {**tiny_config(tiny_npz).network, "dropout": 0.0}  # no dropout draws
     config = tiny_config(
         tiny_npz,
         method="ddpm",
@@ -151,10 +156,15 @@ def test_training_with_compile_on_cuda_equals_eager(tmp_path, tiny_npz, strict_f
         network=network,
         diffusion={"process": {"T": 20}},
     )
-    runs = []
+    runs, losses = [], []
     for compile in (False, True):
-        trainer = Trainer(config, tmp_path / str(compile), progress=False, compile=compile)
+        out = tmp_path / str(compile)
+        trainer = Trainer(config, out, progress=False, compile=compile)
         trainer.run()
         runs.append(trainer.method.generator.state_dict())
+        records = (out / "metrics.jsonl").read_text().splitlines()
+        losses.append([json.loads(r)["loss_g"] for r in records])
+    assert losses[1][0] == pytest.approx(losses[0][0], rel=1e-5)
+    assert losses[1][1] == pytest.approx(losses[0][1], rel=1e-3)
     for k in runs[0]:
-        torch.testing.assert_close(runs[1][k], runs[0][k], rtol=1e-4, atol=1e-5, msg=k)
+        torch.testing.assert_close(runs[1][k], runs[0][k], rtol=0, atol=3 * config.lr, msg=k)
