@@ -204,3 +204,42 @@ def test_gpu_benchmark_smoke_run_writes_every_section(tmp_path):
     for heading in ("Sampling throughput", "full-resolution pass", "overhead", "Training", "FD"):
         assert heading in md
     assert "| cifar10 | 4 | bf16 | eager |" in md  # a ratio row
+
+
+class ReplayOnCPU(CUDAGraphed):
+    """CUDAGraphed with the capture replaced: 'replay' reruns the network on the static
+    inputs into the static output, as a graph would. It checks the bookkeeping around it."""
+
+    def _check_device(self, x):
+        pass
+
+    def _record(self, static):
+        out = self.network(*static)
+
+        class Graph:
+            def replay(self_graph):
+                out.copy_(self.network(*static))
+
+        return Graph(), out
+
+
+def test_graph_replay_bookkeeping_samples_what_eager_does():
+    process = UpsamplingProcess((0.5, 0.2, 1e-3), (0.1, 0.2, 0.3))
+    net = ShuffleNet().eval()
+    graphed = ReplayOnCPU(net)
+    for seeds in (range(3), range(5, 8)):  # the second batch replays with new inputs
+        noises = seeded_noises(process, (3, 16, 16), seeds)
+        torch.testing.assert_close(
+            sample_udpm(graphed, process, (3, 16, 16), noises=noises),
+            sample_udpm(net, process, (3, 16, 16), noises=noises),
+            rtol=0,
+            atol=0,
+        )
+    assert len(graphed.graphs) == 3  # one per level size, reused by the second batch
+    x, t = torch.randn(2, 3, 4, 4), torch.full((2,), 0.5)
+    with torch.no_grad():
+        first = graphed(x, t)
+        graphed(x + 1, t)  # overwrites the static output ...
+        assert torch.equal(first, net(x, t))  # ... but not what the first call returned
+    with pytest.raises(UDPMError, match="under torch.no_grad"):
+        graphed(x, t)

@@ -142,8 +142,7 @@ class CUDAGraphed(nn.Module):
         return static_out.clone()
 
     def _check(self, x: torch.Tensor) -> None:
-        if x.device.type != "cuda":
-            raise UDPMError(f"CUDA graphs need a CUDA device; the input is on {x.device}")
+        self._check_device(x)
         if torch.is_grad_enabled():
             raise UDPMError("CUDA-graph replay is for sampling only: call it under torch.no_grad()")
         if self.network.training:
@@ -151,9 +150,18 @@ class CUDAGraphed(nn.Module):
         if len(self.graphs) >= self.max_graphs:
             raise UDPMError(f"more than {self.max_graphs} input shapes: too many CUDA graphs")
 
+    def _check_device(self, x: torch.Tensor) -> None:
+        if x.device.type != "cuda":
+            raise UDPMError(f"CUDA graphs need a CUDA device; the input is on {x.device}")
+
     def _capture(self, inputs: tuple) -> tuple:
+        """``(graph, static inputs, static output)`` for inputs shaped like ``inputs``."""
         static = tuple(None if v is None else v.clone() for v in inputs)
-        device = inputs[0].device
+        graph, out = self._record(static)
+        return graph, static, out
+
+    def _record(self, static: tuple):
+        device = static[0].device
         # Warm-up on a side stream, as torch.cuda.graphs asks: lazy initialisation
         # (cuDNN autotuning, compilation) must not happen during capture.
         side = torch.cuda.Stream(device=device)
@@ -167,4 +175,4 @@ class CUDAGraphed(nn.Module):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
             out = self.network(*static)
-        return graph, static, out
+        return graph, out
