@@ -124,7 +124,7 @@ def test_bad_options_are_one_line_errors(pipe):
         graphed(torch.zeros(1, 3, 8, 8), torch.zeros(1))
 
 
-def test_sample_and_bench_take_the_flags(tmp_path):
+def test_sample_bench_and_eval_take_the_flags(tmp_path):
     from udpm.cli import main
 
     out = tmp_path / "png"
@@ -137,6 +137,10 @@ def test_sample_and_bench_take_the_flags(tmp_path):
     result = json.loads(report.read_text())
     assert result["accel"]["autocast_dtype"] == "torch.bfloat16"
     assert result["nfe"] == 3 and result["ms_per_image_batch2"] > 0
+    args = ["eval", "--n", "8", "--metrics", "fd", "--device", "cpu", "--precision", "bf16"]
+    assert main([*args, "--json", str(tmp_path / "eval.json")]) == 0
+    protocol = json.loads((tmp_path / "eval.json").read_text())["accel"]
+    assert protocol == {"compile": False, "channels_last": False, "precision": "bf16"}
 
 
 def test_training_with_compile_hooks_the_generator(tmp_path, monkeypatch):

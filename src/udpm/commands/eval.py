@@ -10,6 +10,7 @@ HELP = "measure samples against real images: FD, KID, precision/recall (and Ince
 
 
 def register(sub) -> None:
+    from udpm.commands.accel import add_accel_arguments
     from udpm.commands.sample import add_sampler_arguments
 
     p = sub.add_parser(
@@ -45,6 +46,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="sampling/feature batch size")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     add_sampler_arguments(p)
+    add_accel_arguments(p)
     p.add_argument("--json", type=Path, help="write the results and protocol here")
     p.set_defaults(func=run)
 
@@ -55,6 +57,7 @@ def generate(args):
     Under torchrun the seeds are sharded over the ranks and every rank gets all images.
     """
     import udpm
+    from udpm.commands.accel import accel_options
     from udpm.commands.sample import sampler_kwargs
     from udpm.samplers.dispatch import sample_sharded
     from udpm.train import distributed as dist
@@ -63,7 +66,7 @@ def generate(args):
     pipe = udpm.load(args.checkpoint, device=dist.local_device(resolve_device(args.device)))
     t0 = time.perf_counter()
     images = sample_sharded(
-        pipe,
+        pipe.accelerate(**accel_options(args)),
         args.n,
         seed=args.seed,
         batch_size=args.batch_size,
@@ -76,6 +79,7 @@ def generate(args):
         "step": pipe.meta.get("step"),
         "seeds": [args.seed, args.seed + args.n - 1],
         "sampler": sampler_kwargs(args),
+        "accel": {k: getattr(args, k) for k in ("compile", "channels_last", "precision")},
         "sampling_seconds": round(time.perf_counter() - t0, 2),
     }
     return images, protocol
