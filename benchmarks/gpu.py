@@ -254,7 +254,7 @@ def training(args, device) -> list[dict]:
                 times = [
                     elapsed(lambda: method.step(x0, y, 0), device) for _ in range(args.train_steps)
                 ]
-                per_level[level] = n / statistics.median(times)
+                per_level[str(level)] = n / statistics.median(times)
             whole = 1 / statistics.mean(1 / v for v in per_level.values())
             return {
                 "images_per_s_per_level": per_level,
@@ -349,13 +349,26 @@ def parse(argv):
     p.add_argument("--emoji-n", type=int, default=2000, help="samples per FD")
     p.add_argument("--emoji-run", type=Path, help="run directory (default: a new temporary one)")
     p.add_argument("--out", type=Path, default=HERE, help="where GPU.json and GPU.md go")
+    p.add_argument(
+        "--sections",
+        default="sampling,overhead,training,emoji",
+        help="what to measure (emoji only with --emoji-steps)",
+    )
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add to the GPU.json in --out, to split a run over several calls",
+    )
     args = p.parse_args(argv)
-    for key in ("presets", "precisions", "modes", "compiled_precisions"):
+    for key in ("presets", "precisions", "modes", "compiled_precisions", "sections"):
         setattr(args, key, [s for s in getattr(args, key).split(",") if s])
     if args.smoke:
         args.max_batch, args.repeats, args.min_seconds = min(args.max_batch, 4), 1, 0.0
         args.train_steps, args.train_warmup = 1, 1
         args.emoji_n = min(args.emoji_n, 64)
+    unknown = set(args.sections) - {"sampling", "overhead", "training", "emoji"}
+    if unknown:
+        p.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     return args
 
 
@@ -368,6 +381,19 @@ def write(result: dict, out: Path) -> None:
     (out / "GPU.md").write_text(markdown(result))
 
 
+ROW_KEYS = ("preset", "workload", "batch", "precision", "mode")
+
+
+def merged(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` rows with ``new`` ones added; a new row replaces an old one of the same setup."""
+
+    def key(row):
+        return tuple(row.get(k) for k in ROW_KEYS)
+
+    fresh = {key(r) for r in new}
+    return [r for r in old if key(r) not in fresh] + new
+
+
 def main(argv=None) -> dict:
     from udpm.train.loop import resolve_device
 
@@ -376,19 +402,19 @@ def main(argv=None) -> dict:
     # UDPM's 3 sizes x 2 batches x workloads outgrow dynamo's default of 8 graphs per frame.
     torch._dynamo.config.cache_size_limit = 64
     command = "python benchmarks/gpu.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = {
-        "command": command.strip(),
-        "environment": environment(device),
-        "paper": PAPER,
-        "smoke": args.smoke,
-    }
-    sections = {"sampling": sampling, "overhead": overhead, "training": training}
-    if args.emoji_steps:
-        sections["emoji"] = emoji_curve
-    t0 = time.perf_counter()
-    for name, measure_section in sections.items():
-        result[name] = measure_section(args, device)
-        result["total_seconds"] = time.perf_counter() - t0
+    previous = args.out / "GPU.json"
+    result = json.loads(previous.read_text()) if args.append and previous.is_file() else {}
+    result["commands"] = [*result.get("commands", []), command.strip()]
+    result.update(environment=environment(device), paper=PAPER, smoke=args.smoke)
+    functions = {"sampling": sampling, "overhead": overhead, "training": training}
+    functions["emoji"] = emoji_curve
+    spent, t0 = result.get("total_seconds", 0.0), time.perf_counter()
+    for name in args.sections:
+        if name == "emoji" and not args.emoji_steps:
+            continue
+        rows = functions[name](args, device)
+        result[name] = rows if name == "emoji" else merged(result.get(name, []), rows)
+        result["total_seconds"] = spent + time.perf_counter() - t0
         write(result, args.out)  # after each section: a run cut short keeps what it measured
     print(f"wrote {args.out / 'GPU.json'} and {args.out / 'GPU.md'}")
     return result

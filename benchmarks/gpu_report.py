@@ -13,11 +13,12 @@ def _header(result: dict) -> list[str]:
     versions = f"torch {env['torch']}"
     if "cuda" in env:
         versions += f", CUDA {env['cuda']}, cuDNN {env['cudnn']}"
+    commands = "; ".join(f"`{c}`" for c in result["commands"])
     lines = [
         "# GPU measurements (issue 17)",
         "",
-        f"`{result['command']}` on **{where}** ({env['device']}; {versions}; Python "
-        f"{env['python']}), {env['date']}; {result['total_seconds']:.0f} s in all.",
+        f"{commands} on **{where}** ({env['device']}; {versions}; Python {env['python']}), "
+        f"{env['date']}; {result['total_seconds']:.0f} s in all.",
     ]
     if "tf32_conv" in env:
         lines.append(

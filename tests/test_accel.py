@@ -189,7 +189,7 @@ def test_gpu_benchmark_smoke_run_writes_every_section(tmp_path):
     argv += ["--modes", "eager,graph", "--emoji-steps", "1", "--emoji-points", "1"]
     argv += ["--emoji-run", str(tmp_path / "emoji"), "--out", str(tmp_path)]
     result = bench.main(argv)
-    assert json.loads((tmp_path / "GPU.json").read_text())["command"] == result["command"]
+    assert json.loads((tmp_path / "GPU.json").read_text()) == result
     timed = [r for r in result["sampling"] if "error" not in r]
     # 3 workloads x batches {1, 4} x 2 precisions, eager; graph mode is skipped on a CPU.
     assert len(timed) == 12 and {r["batch"] for r in timed} == {1, 4}
@@ -208,6 +208,12 @@ def test_gpu_benchmark_smoke_run_writes_every_section(tmp_path):
     for heading in ("Sampling throughput", "full-resolution pass", "overhead", "Training", "FD"):
         assert heading in md
     assert "| cifar10 | 4 | bf16 | eager |" in md  # a ratio row
+    # A second call adds to the first: its rows replace those of the same setup.
+    argv = ["--smoke", "--device", "cpu", "--out", str(tmp_path), "--sections", "training"]
+    again = bench.main([*argv, "--precisions", "bf16", "--append"])
+    assert len(again["commands"]) == 2 and again["sampling"] == result["sampling"]
+    assert [r["precision"] for r in again["training"]] == ["fp32", "bf16"]
+    assert again["training"][1] != result["training"][1]  # measured anew
 
 
 class ReplayOnCPU(CUDAGraphed):
