@@ -17,6 +17,15 @@ batch 64 with ``udpm.eval.speed.time_sampling``; training throughput and peak me
 ``cifar10`` UDPM preset in fp32 and bf16 (LPIPS off: its VGG weights are not shipped); and,
 with ``--emoji-steps``, FD against training time of ``emoji32-cpu`` trained on the device.
 A failing measurement (out of memory, a compiler error) is recorded and the run goes on.
+
+Planning (estimates, not yet measured): the eager and graph measurements take a few
+minutes; compilation dominates the rest, about 20 inductor compilations (3 UDPM sizes, one
+full-size pass and DDIM's size, at 2 batches, 2 presets, bf16 only by default). To fit
+calls of at most 10 minutes, split the run with ``--sections``/``--modes`` and ``--append``:
+
+    python benchmarks/gpu.py --modes eager,graph --sections sampling,overhead,training
+    python benchmarks/gpu.py --modes compiled --sections sampling --append
+    python benchmarks/gpu.py --sections emoji --emoji-steps 3000 --append
 """
 
 from __future__ import annotations
