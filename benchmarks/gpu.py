@@ -130,7 +130,8 @@ def guarded(fn, device) -> dict:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         return {"error": f"{type(exc).__name__}: {first}"}
     finally:
-        torch._dynamo.reset()  # compiled graphs of this measurement are not reused
+        if "torch._dynamo" in sys.modules:  # imported by a compiled measurement (slow)
+            torch._dynamo.reset()  # its graphs are not reused by the next one
         reset_memory(device)
 
 
@@ -372,7 +373,7 @@ def parse(argv):
     for key in ("presets", "precisions", "modes", "compiled_precisions", "sections"):
         setattr(args, key, [s for s in getattr(args, key).split(",") if s])
     if args.smoke:
-        args.max_batch, args.repeats, args.min_seconds = min(args.max_batch, 4), 1, 0.0
+        args.max_batch, args.repeats, args.min_seconds = min(args.max_batch, 2), 1, 0.0
         args.train_steps, args.train_warmup = 1, 1
         args.emoji_n = min(args.emoji_n, 64)
     unknown = set(args.sections) - {"sampling", "overhead", "training", "emoji"}
@@ -408,8 +409,9 @@ def main(argv=None) -> dict:
 
     args = parse(argv)
     device = resolve_device(args.device)
-    # UDPM's 3 sizes x 2 batches x workloads outgrow dynamo's default of 8 graphs per frame.
-    torch._dynamo.config.cache_size_limit = 64
+    if "compiled" in args.modes:
+        # UDPM's 3 sizes x 2 batches outgrow dynamo's default of 8 graphs per frame.
+        torch._dynamo.config.cache_size_limit = 64
     command = "python benchmarks/gpu.py " + " ".join(sys.argv[1:] if argv is None else argv)
     previous = args.out / "GPU.json"
     result = json.loads(previous.read_text()) if args.append and previous.is_file() else {}

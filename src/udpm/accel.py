@@ -43,24 +43,19 @@ class Accelerated(nn.Module):
 
     def __init__(self, network: nn.Module, autocast_dtype=None, channels_last: bool = False):
         super().__init__()
-        self.network, self.autocast_dtype, self.channels_last = (
-            network,
-            autocast_dtype,
-            channels_last,
-        )
+        self.network = network
+        self.autocast_dtype, self.channels_last = autocast_dtype, channels_last
 
     def forward(self, x: torch.Tensor, t, class_labels: torch.Tensor | None = None):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        # cache_enabled=False: autocast's weight-cast cache must stay off under CUDA graph
-        # capture (PyTorch CUDA-graph notes), and one forward uses each weight once anyway.
-        with torch.autocast(
-            x.device.type,
-            dtype=self.autocast_dtype or torch.float32,
-            enabled=self.autocast_dtype is not None,
-            cache_enabled=False,
-        ):
+        if self.autocast_dtype is None:
             out = self.network(x, t, class_labels)
+        else:
+            # cache_enabled=False: autocast's weight-cast cache must stay off under CUDA
+            # graph capture (PyTorch's CUDA-graph notes); a forward uses each weight once.
+            with torch.autocast(x.device.type, dtype=self.autocast_dtype, cache_enabled=False):
+                out = self.network(x, t, class_labels)
         return out.to(torch.float32, memory_format=torch.contiguous_format)
 
 
@@ -94,13 +89,11 @@ def accelerate(
         out = compile_network(out, mode=compile_mode)
     if cuda_graph:
         out = CUDAGraphed(out)
-    return out
+    return out.train(network.training)  # new wrappers start in train mode; keep the net's
 
 
 def compile_network(network: nn.Module, mode: str | None = None) -> nn.Module:
-    """``torch.compile(network)``, or a one-line error where this torch cannot compile."""
-    if not hasattr(torch, "compile"):
-        raise UDPMError(f"torch {torch.__version__} has no torch.compile (needs torch >= 2.0)")
+    """``torch.compile(network)`` with static shapes (inductor, ``mode`` as torch's)."""
     # dynamic=False: UDPM calls the network at L fixed sizes, so L static graphs beat one
     # symbolic-shape graph; it also keeps CUDA-graph capture of the result possible.
     return torch.compile(network, mode=mode, dynamic=False)
@@ -133,6 +126,8 @@ class CUDAGraphed(nn.Module):
         inputs = (x, t, class_labels)
         key = tuple(None if v is None else (tuple(v.shape), v.dtype) for v in inputs)
         if key not in self.graphs:
+            if len(self.graphs) >= self.max_graphs:
+                raise UDPMError(f"more than {self.max_graphs} input shapes: too many CUDA graphs")
             self.graphs[key] = self._capture(inputs)
         graph, static_inputs, static_out = self.graphs[key]
         for static, value in zip(static_inputs, inputs):
@@ -147,8 +142,6 @@ class CUDAGraphed(nn.Module):
             raise UDPMError("CUDA-graph replay is for sampling only: call it under torch.no_grad()")
         if self.network.training:
             raise UDPMError("CUDA-graph capture needs the network in eval mode (dropout)")
-        if len(self.graphs) >= self.max_graphs:
-            raise UDPMError(f"more than {self.max_graphs} input shapes: too many CUDA graphs")
 
     def _check_device(self, x: torch.Tensor) -> None:
         if x.device.type != "cuda":

@@ -55,8 +55,8 @@ def timed(fn, device, repeats: int, min_seconds: float) -> dict:
 
 def reset_memory(device) -> None:
     """Free cached blocks and restart the peak-memory counter (CUDA)."""
-    gc.collect()
     if device.type == "cuda":
+        gc.collect()  # drop unreachable tensors (captured graphs) before empty_cache
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
