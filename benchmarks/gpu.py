@@ -358,7 +358,11 @@ def parse(argv):
     p.add_argument("--emoji-points", type=int, default=6, help="checkpoints measured")
     p.add_argument("--emoji-n", type=int, default=2000, help="samples per FD")
     p.add_argument("--emoji-run", type=Path, help="run directory (default: a new temporary one)")
-    p.add_argument("--out", type=Path, default=HERE, help="where GPU.json and GPU.md go")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="where GPU.json and GPU.md go (default benchmarks/; with --smoke a temporary one)",
+    )
     p.add_argument(
         "--sections",
         default="sampling,overhead,training,emoji",
@@ -372,6 +376,8 @@ def parse(argv):
     args = p.parse_args(argv)
     for key in ("presets", "precisions", "modes", "compiled_precisions", "sections"):
         setattr(args, key, [s for s in getattr(args, key).split(",") if s])
+    if args.out is None:  # smoke figures must never land in benchmarks/GPU.md
+        args.out = Path(tempfile.mkdtemp(prefix="udpm-gpu-smoke-")) if args.smoke else HERE
     if args.smoke:
         args.max_batch, args.repeats, args.min_seconds = min(args.max_batch, 2), 1, 0.0
         args.train_steps, args.train_warmup = 1, 1
