@@ -85,6 +85,14 @@ class Pipeline:
         """Shapes of one image's noise maps, in the order its sampler consumes them."""
         return self.spec.latent_shapes(self, self.sampler_options(**sampler_options))
 
+    def accelerate(self, **options) -> Pipeline:
+        """A pipeline sampling through :func:`udpm.accel.accelerate` (``compile``,
+        ``channels_last``, ``autocast_dtype``, ``cuda_graph``); ``self`` is unchanged."""
+        from udpm.accel import accelerate
+
+        network = accelerate(self.network, **options)
+        return Pipeline(network, self.process, self.config, self.meta)
+
     def class_labels(self, n: int, class_label: int | None, seed: int) -> torch.Tensor | None:
         """Labels for ``n`` images: the given class, or per-seed random classes."""
         if not self.num_classes:

@@ -9,6 +9,7 @@ HELP = "measure sampling cost: NFE, FLOPs per image (torch's counter), ms per im
 
 
 def register(sub) -> None:
+    from udpm.commands.accel import add_accel_arguments
     from udpm.commands.sample import add_sampler_arguments
     from udpm.config import PRESETS
 
@@ -41,11 +42,13 @@ def register(sub) -> None:
     p.add_argument("--batches", default="1,64", help="batch sizes to time (default 1,64)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     add_sampler_arguments(p)
+    add_accel_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import udpm
+    from udpm.commands.accel import accel_options
     from udpm.commands.sample import sampler_kwargs
     from udpm.device import resolve_device
     from udpm.errors import UDPMError
@@ -62,7 +65,13 @@ def run(args) -> int:
         if args.preset
         else udpm.load(args.checkpoint, device=device)
     )
-    result = benchmark(pipe, repeats=args.repeats, batches=batches, **sampler_kwargs(args))
+    result = benchmark(
+        pipe,
+        repeats=args.repeats,
+        batches=batches,
+        accel=accel_options(args),
+        **sampler_kwargs(args),
+    )
     result["source"] = f"preset {args.preset}" if args.preset else pipe.meta.get("path")
     for key in (
         "nfe",

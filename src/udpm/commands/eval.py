@@ -9,6 +9,7 @@ HELP = "measure samples against real images: FD, KID, precision/recall (and Ince
 
 
 def register(sub) -> None:
+    from udpm.commands.accel import add_accel_arguments
     from udpm.commands.sample import add_sampler_arguments
 
     p = sub.add_parser(
@@ -44,6 +45,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="sampling/feature batch size")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     add_sampler_arguments(p)
+    add_accel_arguments(p)
     p.add_argument("--json", type=Path, help="write the results and protocol here")
     p.set_defaults(func=run)
 
@@ -71,6 +73,9 @@ def run(args) -> int:
                 batch_size=args.batch_size,
                 **sampler_kwargs(args),
             )
+            protocol["accel"] = {
+                k: getattr(args, k) for k in ("compile", "channels_last", "precision")
+            }
             main = dist.rank() == 0
         # Measured once, by rank 0 outside the group: torchmetrics would otherwise sync
         # its feature states over the ranks.
@@ -93,10 +98,13 @@ def run(args) -> int:
 def load_model(args):
     """The checkpoint on this process's device (under torchrun: its local GPU)."""
     import udpm
+    from udpm.commands.accel import accel_options
     from udpm.device import resolve_device
     from udpm.train import distributed as dist
 
-    return udpm.load(args.checkpoint, device=dist.local_device(resolve_device(args.device)))
+    pipe = udpm.load(args.checkpoint, device=dist.local_device(resolve_device(args.device)))
+    options = accel_options(args)
+    return pipe.accelerate(**options) if any(options.values()) else pipe
 
 
 def write_result(result: dict, path: Path | None) -> None:

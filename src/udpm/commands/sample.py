@@ -8,6 +8,8 @@ HELP = "generate PNG images from a checkpoint"
 
 
 def register(sub) -> None:
+    from udpm.commands.accel import add_accel_arguments
+
     p = sub.add_parser(
         "sample",
         help=HELP,
@@ -38,6 +40,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="images per network batch")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     add_sampler_arguments(p)
+    add_accel_arguments(p)
     p.add_argument(
         "--save-latents",
         action="store_true",
@@ -90,6 +93,7 @@ def run(args) -> int:
 
 def write_samples(args) -> int:
     import udpm
+    from udpm.commands.accel import accel_options
     from udpm.data import save_image_grid, save_images
     from udpm.device import resolve_device
     from udpm.errors import UDPMError
@@ -101,7 +105,7 @@ def write_samples(args) -> int:
     pipe = udpm.load(args.checkpoint, device=dist.local_device(resolve_device(args.device)))
     kwargs = sampler_kwargs(args)
     out = sample_sharded(
-        pipe,
+        pipe.accelerate(**accel_options(args)),
         args.n,
         seed=args.seed,
         class_label=args.class_label,

@@ -90,6 +90,11 @@ def register(sub) -> None:
         "YAML, converted to the field's type; keys of the method's settings and optimiser "
         "work unprefixed, e.g. lr, warmup, T)",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the generator's forward through torch.compile (compiles first)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -133,7 +138,12 @@ def run(args) -> int:
     try:
         # Under torchrun every process runs this; train() joins them (see 'Many GPUs').
         path = train(
-            config, args.out, resume=resume, progress=not args.no_progress, explicit=explicit
+            config,
+            args.out,
+            resume=resume,
+            progress=not args.no_progress,
+            explicit=explicit,
+            compile=args.compile,
         )
     except Preempted as exc:
         if env_rank() == 0:

@@ -61,7 +61,7 @@ def generate(
         "method": pipe.config.method,
         "step": pipe.meta.get("step"),
         "seeds": [seed, seed + n - 1],
-        "sampler": dict(sampler_kwargs),
+        "sampler": pipe.sampler_options(**sampler_kwargs),  # every option, clip_x0 included
         "sampling_seconds": round(time.perf_counter() - t0, 2),
     }
     return images, protocol

@@ -122,13 +122,20 @@ def machine() -> dict:
     return info
 
 
-def benchmark(pipe, repeats: int = 5, batches=(1, 64), **sampler_kwargs) -> dict:
+def benchmark(
+    pipe, repeats: int = 5, batches=(1, 64), accel: dict | None = None, **sampler_kwargs
+) -> dict:
     """The fields of ``udpm bench --json``: ``nfe``, FLOPs and their ratio, ms per image per batch.
 
     ``sampler_overhead_fraction`` is that of batch 64 (else of the last batch timed); the
-    README's "Measuring" section describes every field.
+    README's "Measuring" section describes every field. ``accel``: options of
+    ``Pipeline.accelerate`` for the timed runs (``compile``, ``channels_last``,
+    ``autocast_dtype``); FLOPs are counted on the plain network, which does the same
+    arithmetic.
     """
     from udpm.networks import count_parameters
+
+    timed = pipe.accelerate(**(accel or {}))
 
     flops, nfe = sampling_flops(pipe, **sampler_kwargs)
     full = full_resolution_pass_flops(pipe)
@@ -142,16 +149,17 @@ def benchmark(pipe, repeats: int = 5, batches=(1, 64), **sampler_kwargs) -> dict
         "flops_ratio": flops / full,
         "device": str(pipe.device),
         "machine": machine(),
+        "accel": {k: str(v) if isinstance(v, torch.dtype) else v for k, v in (accel or {}).items()},
     }
     for batch in batches:
-        timing = time_sampling(pipe, batch, repeats=repeats, **sampler_kwargs)
+        timing = time_sampling(timed, batch, repeats=repeats, **sampler_kwargs)
         result[f"ms_per_image_batch{batch}"] = timing["ms_per_image"]
         result[f"ms_per_image_batch{batch}_range"] = [
             timing["ms_per_image_min"],
             timing["ms_per_image_max"],
         ]
         result[f"sampler_overhead_fraction_batch{batch}"] = timing["overhead_fraction"]
-        result[f"peak_memory_mb_batch{batch}"] = peak_memory_mb(pipe, batch, **sampler_kwargs)
+        result[f"peak_memory_mb_batch{batch}"] = peak_memory_mb(timed, batch, **sampler_kwargs)
     result["sampler_overhead_fraction"] = result.get(
         "sampler_overhead_fraction_batch64", result[f"sampler_overhead_fraction_batch{batches[-1]}"]
     )

@@ -139,8 +139,9 @@ class Method:
         return means
 
     def _sync(self, name: str, last: bool):
-        net = self.net(name)
-        return contextlib.nullcontext() if last or net is self.modules[name] else net.no_sync()
+        # Only DDP has no_sync (a compiled net forwards it to the DDP it wraps, if any).
+        no_sync = getattr(self.net(name), "no_sync", None)
+        return contextlib.nullcontext() if last or no_sync is None else no_sync()
 
     def _global_means(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
         """Means over micro-batches and ranks, in one collective for all the terms."""

@@ -54,6 +54,7 @@ class Trainer:
         rank: int = 0,
         world_size: int = 1,
         explicit: set[str] | None = None,
+        compile: bool = False,
     ):
         self.out, self.progress = Path(out), progress
         self.rank, self.world_size = rank, world_size
@@ -100,6 +101,10 @@ class Trainer:
             cfg, self.device, self.num_classes, autocast_dtype(cfg.amp, self.device)
         )
         self.method.distribute(self.split)
+        if compile:  # G's training forward through torch.compile; weights stay shared
+            from udpm.accel import compile_network
+
+            self.method.nets["G"] = compile_network(self.method.net("G"))
         if self.rank:
             torch.manual_seed(cfg.seed + self.rank)
         self.ema = EMA(self.method.generator, cfg.ema_decay)
@@ -286,12 +291,14 @@ def train(
     resume: bool | str = False,
     progress: bool = True,
     explicit: set[str] | None = None,
+    compile: bool = False,
 ) -> Path:
     """Train ``config`` into the run directory ``out``; returns the last model file.
 
     ``resume``: True continues the run in ``out`` (keeping its config; ``config.steps``
     is the new target), ``"auto"`` resumes if ``out`` holds a checkpoint and starts a new
-    run otherwise. ``explicit``: see :func:`udpm.train.rundir.merge_intent`.
+    run otherwise. ``explicit``: see :func:`udpm.train.rundir.merge_intent`. ``compile``
+    runs the generator's training forward through ``torch.compile``.
 
     Under ``torchrun`` each process calls this alike; it joins the process group from the
     environment (NCCL on GPUs, gloo on CPUs) and leaves it at the end.
@@ -305,5 +312,6 @@ def train(
             rank=context.rank,
             world_size=context.world_size,
             explicit=explicit,
+            compile=compile,
         )
         return trainer.run()
