@@ -78,11 +78,22 @@ def read_samples(folder: str | os.PathLike, resolution: int | None = None):
     return from_uint8(data.images), {"samples": str(folder)}
 
 
-def reference_images(source: str) -> tuple[torch.Tensor, int | None]:
-    """Every image of the reference SOURCE in [-1, 1], and its resolution."""
+def reference_images(
+    source: str, image_shape: tuple[int, int, int] | None = None
+) -> tuple[torch.Tensor, int | None]:
+    """Every image of the reference SOURCE in [-1, 1], and its resolution.
+
+    With ``image_shape`` (a model's (C, H, W)) the images are loaded as training loaded
+    them: converted to C channels, shorter side resized to H and centre-cropped. So a model
+    is measured against the data it was trained on, at its own size, and a model whose
+    shape no loading can give fails here, before any sampling.
+    """
     from udpm.data import load_source
 
-    real = load_source(source)
+    if image_shape is None:
+        real = load_source(source)
+    else:
+        real = load_source(source, resolution=image_shape[-1], channels=image_shape[0])
     return from_uint8(real.images), real.resolution
 
 
@@ -153,7 +164,10 @@ def evaluate(
 
     Returns the dictionary ``udpm eval --json`` writes.
     """
-    real, resolution = reference_images(source)
+    shape = getattr(pipe_or_images, "image_shape", None)
+    if isinstance(pipe_or_images, torch.Tensor):
+        shape = tuple(pipe_or_images.shape[1:])
+    real, resolution = reference_images(source, shape)  # before sampling: shapes must fit
     if isinstance(pipe_or_images, torch.Tensor):
         fake, protocol = pipe_or_images, {"samples": "tensor"}
     elif isinstance(pipe_or_images, (str, os.PathLike, Path)):
