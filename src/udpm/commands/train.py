@@ -27,7 +27,6 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--out",
-        required=True,
         type=Path,
         help="run directory (created; an existing run is never overwritten unless --resume)",
     )
@@ -43,7 +42,12 @@ def register(sub) -> None:
         help="the method (default: the preset's); its settings start from its paper's "
         "defaults, so prefer a preset made for it (e.g. emoji32-cpu-ddpm)",
     )
-    p.add_argument("--steps", type=int, help="total number of training steps")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="total number of training steps (default: the preset's; emoji32-cpu: "
+        f"{PRESETS['emoji32-cpu']['steps']}; see --list-keys)",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -81,14 +85,30 @@ def register(sub) -> None:
         "YAML, converted to the field's type; keys of the method's settings and optimiser "
         "work unprefixed, e.g. lr, warmup, T)",
     )
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.yaml",
+        help="YAML of the --set keys (flat, as --list-keys prints them, or nested), applied "
+        "over the preset and under the flags and --set",
+    )
+    p.add_argument(
+        "--list-keys",
+        action="store_true",
+        help="print every --set key with its value for this preset (and --method, --config, "
+        "--set), as YAML that --config reads back, then exit",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def build_config(args):
     from udpm.config import apply_overrides, preset_config
+    from udpm.config.overrides import file_assignments
 
     config = preset_config(args.preset)
+    if args.config:
+        config = apply_overrides(config, file_assignments(args.config))
     flags = {
         "data": args.data,
         "method": args.method,
@@ -110,6 +130,15 @@ def run(args) -> int:
     from udpm.train.loop import train
 
     config = build_config(args)
+    if args.list_keys:
+        from udpm.config.overrides import list_keys
+
+        print(list_keys(config), end="")
+        return 0
+    if args.out is None:
+        from udpm.errors import UDPMError
+
+        raise UDPMError("the following argument is required: --out")
     # Under torchrun every process runs this; train() joins them (see 'Many GPUs').
     path = train(config, args.out, resume=args.resume, progress=not args.no_progress)
     if env_rank() == 0:
