@@ -115,9 +115,11 @@ def measure(
         metrics: any of ``fd``, ``kid``, ``pr``, ``fid``.
         real: the reference images if already loaded (`reference_images`).
 
-    Returns ``compute_metrics``' dictionary, then the protocol, ``reference`` and
-    ``n_reference``. Raises `UDPMError` when the image shapes differ.
+    Returns ``compute_metrics``' dictionary, then the protocol, ``reference``,
+    ``n_reference`` and ``warnings`` (`udpm.eval.advice.warnings_for`). Raises
+    `UDPMError` when the image shapes differ.
     """
+    from udpm.eval.advice import warnings_for
     from udpm.eval.compute import compute_metrics
     from udpm.eval.reference import dataset_identity
 
@@ -138,6 +140,7 @@ def measure(
         inception_weights=inception_weights,
     )
     result.update(protocol, reference=source, n_reference=len(real))
+    result["warnings"] = warnings_for(source, feature_net, tuple(fake.shape[1:]), len(fake))
     return result
 
 
