@@ -145,7 +145,7 @@ def write_samples(args) -> int:
 
 def announce_sampling(pipe, n: int, given: dict) -> None:
     """One line before sampling: how many images, with which options, and which are defaults."""
-    options = pipe.sampler_options(**given)
+    options = {k: v for k, v in pipe.sampler_options(**given).items() if v is not None}
     parts = [f"{k} {v}" + ("" if k in given else " (default)") for k, v in options.items()]
     how = f" with {', '.join(parts)}" if parts else ""
     print(f"sampling {n} images from a {pipe.config.method} model{how}", flush=True)
