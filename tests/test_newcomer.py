@@ -262,3 +262,12 @@ def test_networks_follow_resolution_and_channels():
     assert keys["network.attn_resolutions"] == [r * ratio for r in base.network["attn_resolutions"]]
     explicit = apply_overrides(base, ["resolution=64", "network.resolution=16"])
     assert explicit.network["resolution"] == 16  # what is set explicitly stays
+
+
+def test_latent_figures_come_labelled(tmp_path, tiny_run_dir):
+    from PIL import Image
+
+    out = tmp_path / "w"
+    assert main(["swap", "1", "2", "--checkpoint", str(tiny_run_dir), "--out", str(out)]) == 0
+    raw, figure = Image.open(out / "swap.png"), Image.open(out / "swap-figure.png")
+    assert figure.size[0] > raw.size[0] and figure.size[1] > raw.size[1]  # room for labels
