@@ -111,9 +111,24 @@ def _environment(tmp_path: Path) -> dict:
     return env
 
 
+def _my_digits(root: Path) -> None:
+    """The walk-through's own images: grey 28-px "digits" in three class folders."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(48):  # more than the preset batch of 32
+        folder = root / "my_digits" / str(i % 3)
+        folder.mkdir(parents=True, exist_ok=True)
+        image = rng.integers(0, 60, (28, 28), dtype=np.uint8)
+        image[4 + 6 * (i % 3) : 10 + 6 * (i % 3), 4:24] = 255  # a bar whose place is the class
+        Image.fromarray(image).save(folder / f"{i}.png")
+
+
 def test_every_readme_block_runs(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
+    _my_digits(work)
     env = _environment(tmp_path)
     ran = 0
     for language, code, line, skipped in blocks(README.read_text()):
