@@ -104,15 +104,19 @@ def run(args) -> int:
         batch_size=args.batch_size,
         inception_weights=args.inception_weights,
         real=real,
+        progress=not args.no_progress,
     )
     write_result(result, args.json)
     return 0
 
 
 def _say_reference(source: str, real) -> None:
+    """What the reference holds, and how it is loaded (as the model's training data was)."""
+    from udpm.data.survey import survey
+
     c, h, w = real.shape[1:]
     kind = "grey" if c == 1 else "RGB"
-    print(f"reference: {source}, {len(real)} images as {w}x{h} {kind}")
+    print(f"reference: {source}: {survey(source).describe()}; measured as {w}x{h} {kind}")
 
 
 def load_model(args):

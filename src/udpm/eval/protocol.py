@@ -106,6 +106,7 @@ def measure(
     batch_size: int = 256,
     inception_weights: str | os.PathLike | None = None,
     real: torch.Tensor | None = None,
+    progress: bool = True,
 ) -> dict:
     """Metrics of ``fake`` (N, C, H, W) in [-1, 1] against SOURCE, merged with ``protocol``.
 
@@ -138,6 +139,7 @@ def measure(
         batch_size=batch_size,
         reference_key=dataset_identity(source),
         inception_weights=inception_weights,
+        progress=progress,
     )
     result.update(protocol, reference=source, n_reference=len(real))
     result["warnings"] = warnings_for(source, feature_net, tuple(fake.shape[1:]), len(fake))
