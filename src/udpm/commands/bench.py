@@ -62,6 +62,11 @@ def run(args) -> int:
         if args.preset
         else udpm.load(args.checkpoint, device=device)
     )
+    print(
+        f"timing {pipe.config.method} sampling on {device}: {args.repeats} repeats after one "
+        f"warm-up at batch sizes {', '.join(map(str, batches))} (--repeats, --batches)",
+        flush=True,
+    )
     result = benchmark(pipe, repeats=args.repeats, batches=batches, **sampler_kwargs(args))
     result["source"] = f"preset {args.preset}" if args.preset else pipe.meta.get("path")
     for line in report_lines(result):
