@@ -109,6 +109,8 @@ def train_stage(args) -> None:
                     str(steps),
                     "--resume",
                     "--no-progress",
+                    "--set",  # a resume refuses settings that differ from the run's
+                    "sample_every=1000000",
                 ]
             )
             if code:

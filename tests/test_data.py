@@ -427,3 +427,36 @@ def test_save_images_round_trip(tmp_path):
     assert torch.equal(back.images, to_uint8(images))
     with pytest.raises(UDPMError, match="C = 1 or 3"):
         save_images(torch.zeros(1, 2, 4, 4), tmp_path / "s")
+
+
+def test_symlink_loops_are_walked_once(tmp_path):
+    folder = tmp_path / "imgs"
+    (folder / "a").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 50 * i, np.uint8)).save(folder / "a" / f"{i}.png")
+    (folder / "a" / "loop").symlink_to(folder)  # a → loop → imgs → a → ...
+    (folder / "again").symlink_to(folder / "a")  # the same folder under a second name
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(outside / "x.png")
+    (folder / "a" / "linked").symlink_to(outside)  # a real folder elsewhere is followed
+    data = load_source(folder)
+    assert len(data) == 4
+
+
+def test_images_above_the_pixel_cap_are_refused_before_decoding(tmp_path, monkeypatch):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "small.png")
+    Image.fromarray(np.zeros((300, 200, 3), np.uint8)).save(folder / "big.png")
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size))
+    with pytest.raises(UDPMError, match=r"'big.png' .* is 200x300 = 0.1 megapixels, above"):
+        load_source(folder, resolution=8, max_pixels=100 * 100)
+    assert (200, 300) not in decoded
+    monkeypatch.undo()
+    assert len(load_source(folder, resolution=8, max_pixels=None)) == 2
+    with zipfile.ZipFile(tmp_path / "imgs.zip", "w") as zf:
+        zf.write(folder / "big.png", "big.png")
+    with pytest.raises(UDPMError, match="above the cap"):
+        load_source(tmp_path / "imgs.zip", resolution=8, max_pixels=100 * 100)

@@ -188,3 +188,62 @@ def test_ddpm_models_clip_by_default_and_the_flag_turns_it_off():
     options = get_spec("ddpm").options({}, preset_config("emoji32-cpu-ddpm"))
     assert options["clip_x0"] is True
     assert get_spec("ddpm").options({"clip_x0": False})["clip_x0"] is False
+
+
+# --- UDPM recipe options (quality issue): lazy R1, D in eval mode, instance-noise schedule ---
+
+
+def test_instance_noise_tied_to_the_run_length_ends_where_asked():
+    from udpm.objectives.udpm import instance_noise_std
+
+    assert instance_noise_std(0, 0.4, 0.99, 200, end=1e-3, steps=5000) == pytest.approx(0.4)
+    assert instance_noise_std(5000, 0.4, 0.99, 200, end=1e-3, steps=5000) == pytest.approx(1e-3)
+    mid = instance_noise_std(2500, 0.4, 0.99, 200, end=1e-3, steps=5000)
+    assert mid == pytest.approx((0.4 * 1e-3) ** 0.5)  # geometric: the mean in log space
+    assert instance_noise_std(13000, 0.4, 0.99, 200) == pytest.approx(0.4 * 0.99**65)
+
+
+def test_diversity_ratios_see_collapse():
+    from udpm.eval.diversity import diversity_ratios
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(64, 3, 8, 8, generator=g)
+    same = diversity_ratios(torch.randn(64, 3, 8, 8, generator=g), real)
+    collapsed = diversity_ratios(real[:1].repeat(64, 1, 1, 1) + 0.01 * real, real)
+    assert 0.9 < same["top_std_ratio"] < 1.1 and 0.9 < same["nn_ratio"] < 1.1
+    assert collapsed["top_std_ratio"] < 0.1 and collapsed["nn_ratio"] < 0.1
+
+
+def test_lazy_r1_and_level_weights_are_validated():
+    from udpm.methods.udpm import validate
+
+    with pytest.raises(UDPMError, match="r1_every"):
+        validate(flat_config(r1_every=0))
+    with pytest.raises(UDPMError, match="one entry per level"):
+        validate(flat_config(level_weights=[1, 1]))
+
+
+def test_recipe_options_train_and_resume_exactly(tmp_path):
+    from udpm import checkpoint as ckpt
+    from udpm.train.loop import train
+
+    from .test_train import tiny_config
+
+    rng = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (12, 16, 16, 3), generator=rng, dtype=torch.uint8)
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", images=images.numpy())
+    # (Not instance_noise_end: it follows the run's target, which a resume here changes.)
+    options = dict(r1_every=2, d_eval_in_g_step=True, level_weights=[1, 2, 3])
+    whole = train(
+        tiny_config(tmp_path / "d.npz", steps=4, **options), tmp_path / "a", progress=False
+    )
+    train(tiny_config(tmp_path / "d.npz", steps=2, **options), tmp_path / "b", progress=False)
+    resumed = train(
+        tiny_config(tmp_path / "d.npz", steps=4, **options), tmp_path / "b", resume=True,
+        progress=False,
+    )  # fmt: skip
+    a, _ = ckpt.load_model(whole)
+    b, _ = ckpt.load_model(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)

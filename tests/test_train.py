@@ -131,9 +131,9 @@ def test_run_directory_is_never_overwritten(tmp_path, tiny_npz):
     out = tmp_path / "run"
     train(tiny_config(tiny_npz, steps=2), out, progress=False)
     before = {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()}
-    with pytest.raises(UDPMError, match="already holds a run; pass --resume"):
+    with pytest.raises(UDPMError, match=r"already holds a run \(checkpoint at step 2\); pass"):
         train(tiny_config(tiny_npz, steps=2), out, progress=False)
-    with pytest.raises(UDPMError, match="holds no run"):
+    with pytest.raises(UDPMError, match="holds no checkpoint to resume"):
         train(tiny_config(tiny_npz), tmp_path / "empty", resume=True, progress=False)
     assert {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()} == before
 

@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["train", "sample", "info", "demo", "eval", "bench", "latent", "features"]
+COMMANDS = ["train", "sample", "info", "demo", "eval", "bench", "latent", "features", "explore"]
 
 
 def build_parser() -> argparse.ArgumentParser:

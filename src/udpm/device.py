@@ -8,11 +8,19 @@ from udpm.errors import UDPMError
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device of ``auto | cpu | cuda | cuda:N``, refused when it does not exist."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UDPMError(f"device {name} requested but CUDA is not available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UDPMError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UDPMError(f"device {name} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UDPMError(f"device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
 
 
 def autocast_dtype(amp: str, device: torch.device):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 HELP = "train UDPM (or a baseline) on your images; writes a run directory"
+DEFAULT_PRESET = "emoji32-cpu"
 
 
 def register(sub) -> None:
     from udpm.config import PRESETS
     from udpm.methods import names
+    from udpm.train.preempt import EXIT_PREEMPTED
 
     p = sub.add_parser(
         "train",
@@ -17,7 +20,8 @@ def register(sub) -> None:
         description=HELP + ". Checkpoints are "
         "self-describing: 'udpm sample --checkpoint RUN' needs nothing else. Under "
         "torchrun (torchrun --nproc_per_node=N -m udpm.cli train ...) the processes share "
-        "each global batch.",
+        "each global batch. SIGTERM, SIGINT or SIGUSR1 saves the current step and exits "
+        f"with status {EXIT_PREEMPTED}; a second signal exits at once.",
     )
     p.add_argument(
         "--data",
@@ -32,9 +36,8 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--preset",
-        default="emoji32-cpu",
         choices=sorted(PRESETS),
-        help="hyperparameters to start from (default: emoji32-cpu)",
+        help=f"hyperparameters to start from (default: {DEFAULT_PRESET})",
     )
     p.add_argument(
         "--method",
@@ -51,9 +54,15 @@ def register(sub) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out exactly "
-        "where its newest checkpoint stopped (its config is reused; only --steps "
-        "may change)",
+        help="continue the run in --out exactly where its newest intact checkpoint "
+        "stopped. Its config is kept, and so is its target unless --steps is given; other "
+        "flags must agree with it (a moved --data must hold the same images)",
+    )
+    p.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="resume if --out holds a checkpoint, else start a new run: one command "
+        "for a job that a scheduler may requeue",
     )
     p.add_argument(
         "--batch-size", type=int, help="global batch size, over all processes under torchrun"
@@ -103,12 +112,13 @@ def register(sub) -> None:
 
 
 def build_config(args):
+    """The config the flags describe, and the fields they set explicitly (for a resume)."""
     from udpm.config import apply_overrides, preset_config
     from udpm.config.overrides import file_assignments
 
-    config = preset_config(args.preset)
-    if args.config:
-        config = apply_overrides(config, file_assignments(args.config))
+    config = preset_config(args.preset or DEFAULT_PRESET)
+    from_file = file_assignments(args.config) if args.config else []
+    config = apply_overrides(config, from_file)
     flags = {
         "data": args.data,
         "method": args.method,
@@ -122,14 +132,28 @@ def build_config(args):
         "class_conditional": args.class_conditional,
     }
     assignments = [f"{k}={v}" for k, v in flags.items() if v is not None]
-    return apply_overrides(config, assignments + list(args.overrides))
+    config = apply_overrides(config, assignments + list(args.overrides))
+    from udpm.config.overrides import key_path
+
+    explicit = {key_path(config, k) for k, v in flags.items() if v is not None}
+    explicit |= {key_path(config, item.split("=", 1)[0]) for item in args.overrides + from_file}
+    if args.preset is not None:  # a preset sets every field but the target and the data
+        explicit |= set(config.to_dict()) - {"steps", "data"}
+    return config, explicit
 
 
 def run(args) -> int:
+    from udpm.checkpoint import read_meta
     from udpm.train.distributed import env_rank
     from udpm.train.loop import train
+    from udpm.train.preempt import Preempted
 
-    config = build_config(args)
+    config, explicit = build_config(args)
+    notes = []
+    if not args.resume:  # a resumed run keeps its own config
+        from udpm.config.fit import fit_to_data
+
+        config, notes = fit_to_data(config, explicit)
     if args.list_keys:
         from udpm.config.overrides import list_keys
 
@@ -139,8 +163,24 @@ def run(args) -> int:
         from udpm.errors import UDPMError
 
         raise UDPMError("the following argument is required: --out")
-    # Under torchrun every process runs this; train() joins them (see 'Many GPUs').
-    path = train(config, args.out, resume=args.resume, progress=not args.no_progress)
     if env_rank() == 0:
-        print(f"trained {config.method}: {path}")
+        print("\n".join(notes), flush=True)
+    resume = "auto" if args.auto_resume else args.resume
+    try:
+        # Under torchrun every process runs this; train() joins them (see 'Many GPUs').
+        path = train(
+            config,
+            args.out,
+            resume=resume,
+            progress=not args.no_progress,
+            explicit=explicit,
+            compile=args.compile,
+        )
+    except Preempted as exc:
+        if env_rank() == 0:
+            print(f"udpm train: {exc}", file=sys.stderr)
+        return exc.exit_status
+    if env_rank() == 0:
+        meta = read_meta(path)  # the run's own method, not the flags' default
+        print(f"trained {meta['method']} to step {meta['step']}: {path}")
     return 0

@@ -67,7 +67,26 @@ def fit_config(config: Config, survey, given: set[str]) -> tuple[Config, list[st
             if hflip
             else "no flips (grey data: mirrored digits or letters are other symbols)"
         )
+    for name in FOLLOWED:
+        if name in given:
+            notes.append(f"{name} {str(getattr(config, name)).lower()} as given")
     return apply_overrides(config, changes), notes
+
+
+def fit_to_data(config: Config, explicit: set[str]) -> tuple[Config, list[str]]:
+    """`fit_config` on a survey of ``config.data``; the start-up lines to print.
+
+    ``explicit`` holds the fields the user set (flags, ``--set``, ``--config``; every field
+    when ``--preset`` was named, since a named preset is a choice of its sizes too).
+    The first line is the `summary`; each further one names a conversion of the images.
+    """
+    from udpm.data.survey import survey
+
+    found = survey(config.data)
+    fitted, notes = fit_config(config, found, explicit)
+    lines = [summary(fitted, found, notes)]
+    lines += [f"data: {line}" for line in found.conversions(fitted.resolution, fitted.channels)]
+    return fitted, lines
 
 
 def summary(config: Config, survey, notes: list[str]) -> str:

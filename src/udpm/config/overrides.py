@@ -75,6 +75,29 @@ def _follow_image_shape(values: dict, before: dict, given: set[str]) -> None:
             net["attn_resolutions"] = [round(r * ratio) for r in net["attn_resolutions"]]
 
 
+def key_path(config: Config, key: str) -> str:
+    """The full dotted name an override key sets: ``lr`` -> ``settings.optim.lr``."""
+    values = config.to_dict()
+    path = ALIASES.get(key.strip(), key.strip()).split(".")
+    if path[0] in ("network", "discriminator"):
+        return ".".join(path)
+    scoped = path[0] == "settings"
+    if scoped:
+        path = path[1:]
+    settings, optim = values["settings"], values["settings"]["optim"]
+    if len(path) == 2 and path[0] == "optim" and path[1] in optim:
+        return f"settings.optim.{path[1]}"
+    if len(path) == 1:
+        name = path[0]
+        if not scoped and name in values and name != "settings":
+            return name
+        if name in settings and name != "optim":
+            return f"settings.{name}"
+        if name in optim:
+            return f"settings.optim.{name}"
+    return key
+
+
 def _assign(values: dict, key: str, value, given: str) -> None:
     path = key.split(".")
     if path[0] in ("network", "discriminator") and len(path) > 1:

@@ -33,6 +33,7 @@ class Config:
     class_conditional: bool = False  # feed the data set's labels to the networks
     hflip: bool = True  # random horizontal flips
     max_images: int | None = None  # use only the first N images (quick experiments)
+    max_pixels: int | None = 8192 * 8192  # refuse larger images before decoding them
     # --- networks: keyword arguments of udpm.networks.UNet / Discriminator -------------
     network: dict = field(default_factory=dict)
     discriminator: dict = field(default_factory=dict)

@@ -59,6 +59,14 @@ class UDPMSettings:
     instance_noise: float = 0.4  # std of the noise added to D's inputs ...
     instance_noise_decay: float = 0.99  # ... multiplied by this ...
     instance_noise_every: int = 1000  # ... every this many steps
+    # Or, when set, anneal geometrically from instance_noise to this at the run's last step
+    # (ties the schedule to the run's length; decay/every are then unused).
+    instance_noise_end: float | None = None
+    # Lazy R1 (Karras et al. 2020, StyleGAN2 App. B): the penalty on every k-th D step only,
+    # weighted by k so its average strength is unchanged; 1 = every step.
+    r1_every: int = 1
+    d_eval_in_g_step: bool = False  # D in eval mode (dropout off) for G's step (authors: yes)
+    level_weights: tuple[float, ...] | None = None  # level draw probabilities; None: uniform
     optim: Optim = UDPM_OPTIM
 
     @property

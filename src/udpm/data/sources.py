@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from udpm.data.cifar import load_cifar
 from udpm.data.convert import check_channels, convert_array, pil_to_array
+from udpm.data.guards import MAX_PIXELS, check_pixels, walk_files
 from udpm.data.imageset import ImageSet
 from udpm.errors import UDPMError
 
@@ -36,6 +37,7 @@ def load_source(
     max_images: int | None = None,
     *,
     split: str = "train",
+    max_pixels: int | None = MAX_PIXELS,
 ) -> ImageSet:
     """Load a SOURCE (see `udpm.data`) into memory as an `ImageSet`.
 
@@ -50,6 +52,8 @@ def load_source(
             converted, with transparency composited over white.
         max_images: keep only the first this many images (in the source's sorted order).
         split: "train" or "test"; which batches of the CIFAR tarball to read.
+        max_pixels: refuse an image of a folder or zip with more pixels than this, before
+            decoding it (None: no cap).
 
     Raises:
         UDPMError: a missing or unsupported source, an unreadable image, an empty source,
@@ -70,12 +74,12 @@ def load_source(
             )
         raise UDPMError(f"no such file or folder: {name}")
     if path.is_dir():
-        return _load_folder(path, resolution, channels, max_images)
+        return _load_folder(path, resolution, channels, max_images, max_pixels)
     lower = path.name.lower()
     if lower.endswith(".npz"):
         return _load_npz(path, resolution, channels, max_images, name)
     if lower.endswith(".zip"):
-        return _load_zip(path, resolution, channels, max_images)
+        return _load_zip(path, resolution, channels, max_images, max_pixels)
     if lower.endswith(_TAR_SUFFIXES):
         return load_cifar(path, resolution, channels, max_images, split=split)
     raise UDPMError(
@@ -167,13 +171,8 @@ def _is_image_name(relpath: str) -> bool:
     return parts[-1].lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _load_folder(root: Path, resolution, channels, max_images) -> ImageSet:
-    names = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        rel = Path(dirpath).relative_to(root).as_posix()
-        names += [f if rel == "." else f"{rel}/{f}" for f in filenames]
-    names = sorted(n for n in names if _is_image_name(n))
+def _load_folder(root: Path, resolution, channels, max_images, max_pixels) -> ImageSet:
+    names = sorted(n for n in walk_files(root) if _is_image_name(n))
     meta = root / "dataset.json"
     meta_bytes = meta.read_bytes() if meta.is_file() else None
     return _load_files(
@@ -184,10 +183,11 @@ def _load_folder(root: Path, resolution, channels, max_images) -> ImageSet:
         resolution,
         channels,
         max_images,
+        max_pixels,
     )
 
 
-def _load_zip(path: Path, resolution, channels, max_images) -> ImageSet:
+def _load_zip(path: Path, resolution, channels, max_images, max_pixels) -> ImageSet:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
@@ -204,6 +204,7 @@ def _load_zip(path: Path, resolution, channels, max_images) -> ImageSet:
             resolution,
             channels,
             max_images,
+            max_pixels,
         )
 
 
@@ -215,6 +216,7 @@ def _load_files(
     resolution,
     channels,
     max_images,
+    max_pixels,
 ) -> ImageSet:
     """Decode `names` (sorted paths relative to the folder or zip root) into an ImageSet."""
     if not names:
@@ -226,7 +228,7 @@ def _load_files(
     if max_images is not None:
         names = names[:max_images]
         labels = None if labels is None else labels[:max_images]
-    images = _decode_all(names, open_file, where, resolution, channels)
+    images = _decode_all(names, open_file, where, resolution, channels, max_pixels)
     return ImageSet.from_numpy(images, labels, class_names, where)
 
 
@@ -273,10 +275,11 @@ def _labels_from_json(meta_bytes: bytes, names: list[str], where: str) -> np.nda
     return np.array([table[n] for n in names], np.int64)
 
 
-def _decode_all(names, open_file, where: str, resolution, channels) -> np.ndarray:
+def _decode_all(names, open_file, where: str, resolution, channels, max_pixels) -> np.ndarray:
     arrays = []
     for name in names:
-        arrays.append(pil_to_array(_open_image(open_file, name, where), resolution, channels))
+        image = _open_image(open_file, name, where, max_pixels)
+        arrays.append(pil_to_array(image, resolution, channels))
         if arrays[-1].shape != arrays[0].shape:
             (h0, w0), (h, w) = arrays[0].shape[:2], arrays[-1].shape[:2]
             raise UDPMError(
@@ -286,12 +289,15 @@ def _decode_all(names, open_file, where: str, resolution, channels) -> np.ndarra
     return np.stack(arrays)
 
 
-def _open_image(open_file: Callable[[str], IO[bytes]], name: str, where: str) -> Image.Image:
+def _open_image(open_file: Callable[[str], IO[bytes]], name: str, where: str, max_pixels):
     try:
         with open_file(name) as f:
             image = Image.open(f)
+            check_pixels(image, name, where, max_pixels)
             image.load()  # decode now, while the file is open, so corrupt data fails here
         return image
+    except UDPMError:
+        raise
     except Exception as e:  # decoders raise many types: OSError, SyntaxError, zlib.error...
         raise UDPMError(f"cannot read image {name!r} in {where}: {_reason(e)}") from e
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from udpm.data.guards import walk_files
 from udpm.errors import UDPMError
 
 _NPZ_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # channels of an .npz -> the PIL mode
@@ -102,7 +103,7 @@ def survey(source: str | os.PathLike) -> Survey:
         with resources.as_file(resources.files("udpm") / "assets" / _EMBEDDED[name]) as p:
             return _survey_npz(p, name)
     if path.is_dir():
-        return _survey_files(name, _folder_names(path), lambda n: open(path / n, "rb"))
+        return _survey_files(name, walk_files(path), lambda n: open(path / n, "rb"))
     lower = path.name.lower()
     if lower.endswith(".zip") and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
@@ -118,15 +119,6 @@ def survey(source: str | os.PathLike) -> Survey:
 
     load_source(name)  # not a source we can survey: let the loader name the problem
     raise UDPMError(f"cannot survey {name}")
-
-
-def _folder_names(root: Path) -> list[str]:
-    names = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        rel = Path(dirpath).relative_to(root).as_posix()
-        names += [f if rel == "." else f"{rel}/{f}" for f in filenames]
-    return names
 
 
 def _survey_files(source: str, names: list[str], open_file) -> Survey:

@@ -165,6 +165,10 @@ class Method:
             o.load_state_dict(state["optimizers"][k])
         self.load_extra_state(state.get("extra", {}))
 
+    def diagnostics(self, images: torch.Tensor, data_uint8: torch.Tensor) -> dict:
+        """Method-specific numbers logged with each sample grid (e.g. UDPM's diversity)."""
+        return {}
+
     def extra_state(self) -> dict:
         return {}
 

@@ -51,7 +51,11 @@ class UDPMMethod(Method):
         self.noise_gen = torch.Generator().manual_seed(config.seed * 1000 + 1)
 
     def draw_level(self) -> int:
-        return int(torch.randint(1, self.process.levels + 1, (1,), generator=self.level_gen))
+        weights = self.settings.level_weights
+        if weights is None:
+            return int(torch.randint(1, self.process.levels + 1, (1,), generator=self.level_gen))
+        probs = torch.tensor(weights, dtype=torch.float64)
+        return int(torch.multinomial(probs, 1, generator=self.level_gen)) + 1
 
     def _randn(self, shape, local_size: int) -> torch.Tensor:
         """Standard normal noise ``(local_size, *shape)``: this rank's rows of the global draw."""
@@ -76,7 +80,12 @@ class UDPMMethod(Method):
         noise_real = noise_fake = None
         if adversarial:
             sd = instance_noise_std(
-                step, cfg.instance_noise, cfg.instance_noise_decay, cfg.instance_noise_every
+                step,
+                cfg.instance_noise,
+                cfg.instance_noise_decay,
+                cfg.instance_noise_every,
+                cfg.instance_noise_end,
+                self.config.steps,
             )
             noise_real, noise_fake = (
                 self._randn(y.shape[1:], n) * sd,
@@ -86,10 +95,13 @@ class UDPMMethod(Method):
         kept = [None] * len(parts)  # y_hat with its graph, when D's step may hand it over
         logs = {"level": l}
         if adversarial:
-            logs["loss_d"] = self._discriminator_step(parts, kept, scale, l)
+            lazy = step % cfg.r1_every == 0
+            logs["loss_d"] = self._discriminator_step(parts, kept, scale, l, lazy)
         D = self.modules.get("D")
         if D is not None:
             D.requires_grad_(False)  # G's step needs D's input gradient only
+            if cfg.d_eval_in_g_step:
+                D.eval()
         try:
             terms = self.optimise(
                 "G",
@@ -99,6 +111,7 @@ class UDPMMethod(Method):
         finally:
             if D is not None:
                 D.requires_grad_(True)
+                D.train()
         logs["loss_g"] = terms.pop("loss")
         return {**logs, **terms}
 
@@ -108,8 +121,10 @@ class UDPMMethod(Method):
         with torch.set_grad_enabled(grad), self.autocast():
             return self.net("G")(x_l, t, labels).float() / scale
 
-    def _discriminator_step(self, parts, kept, scale, l) -> float:
-        r1_weight = self.settings.r1[l - 1]
+    def _discriminator_step(self, parts, kept, scale, l, with_r1: bool = True) -> float:
+        # Lazy R1: on every k-th step only, weighted by k (its mean strength is unchanged).
+        k = self.settings.r1_every
+        r1_weight = self.settings.r1[l - 1] * k if with_r1 else 0.0
         gan_scale = 0.5 if self.settings.d_loss == "mean" else 1.0
         D = self.net("D")
 
@@ -151,6 +166,23 @@ class UDPMMethod(Method):
             terms["adv_g"] = generator_adversarial(logits)
             loss = loss + cfg.lambda_adv[l - 1] * terms["adv_g"]
         return loss, terms
+
+    def diagnostics(self, images: torch.Tensor, data_uint8: torch.Tensor) -> dict:
+        """Collapse, visible while training: the top level's spread against the data's.
+
+        ``top_std_ratio``: per-pixel std of the samples' coarsest level (``H^{L-1} x_0``)
+        over the data's; ``nn_ratio``: median nearest-neighbour distance among the samples
+        over that among as many data images. Both are near 1 without mode collapse.
+        """
+        from udpm.eval.diversity import diversity_ratios
+        from udpm.images import from_uint8
+
+        L = self.process.levels
+        n = len(images)
+        gen = torch.Generator().manual_seed(0)
+        real = from_uint8(data_uint8[torch.randperm(len(data_uint8), generator=gen)[:n]])
+        top = [self.process.degrade(x.float().cpu(), L - 1) for x in (images, real)]
+        return diversity_ratios(*top)
 
     def extra_state(self) -> dict:
         return {"level_gen": self.level_gen.get_state(), "noise_gen": self.noise_gen.get_state()}
@@ -211,7 +243,20 @@ def describe(config) -> str:
 
 
 def validate(config) -> None:
+    from udpm.errors import UDPMError
+
+    s = config.settings
     build_process(config).check_resolution(config.resolution)
+    for name in ("lambda_l1", "lambda_perceptual", "lambda_adv", "r1", "level_weights"):
+        values = getattr(s, name)
+        if values is not None and len(values) != s.levels:
+            raise UDPMError(f"{name} needs one entry per level ({s.levels}), got {len(values)}")
+    if s.r1_every < 1:
+        raise UDPMError(f"r1_every must be at least 1, got {s.r1_every}")
+    if s.level_weights is not None and (min(s.level_weights) < 0 or sum(s.level_weights) <= 0):
+        raise UDPMError(
+            f"level_weights must be non-negative with a positive sum: {s.level_weights}"
+        )
 
 
 SPEC = MethodSpec(
