@@ -174,7 +174,6 @@ def run(args) -> int:
             resume=resume,
             progress=not args.no_progress,
             explicit=explicit,
-            compile=args.compile,
         )
     except Preempted as exc:
         if env_rank() == 0:
