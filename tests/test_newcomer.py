@@ -134,8 +134,8 @@ def test_sampling_reports_in_plain_lines(tiny_run_dir, capsys):
     import udpm
 
     udpm.load(tiny_run_dir).sample(3, progress="lines")
-    err = capsys.readouterr().err
-    assert "sampling: 3 calls in" in err and "\r" not in err
+    out = capsys.readouterr().out
+    assert "sampling: 3 calls in" in out and "\r" not in out
 
 
 @pytest.fixture
@@ -271,3 +271,39 @@ def test_latent_figures_come_labelled(tmp_path, tiny_run_dir):
     assert main(["swap", "1", "2", "--checkpoint", str(tiny_run_dir), "--out", str(out)]) == 0
     raw, figure = Image.open(out / "swap.png"), Image.open(out / "swap-figure.png")
     assert figure.size[0] > raw.size[0] and figure.size[1] > raw.size[1]  # room for labels
+
+
+# --- training logs -------------------------------------------------------------------------------
+
+
+def test_metrics_record_the_learning_rate_and_wall_time(tmp_path, tiny_npz, capsys):  # noqa: F811
+    out = tmp_path / "run"
+    config = tiny_config(tiny_npz, steps=4, warmup=4, lr=1e-3)
+    train(config, out, progress=False)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [r for r in records if "lr" in r]
+    # Linear warm-up over 4 steps: the lr of step s (0-based) is lr·(s + 1)/4.
+    assert [r["lr"] for r in records] == pytest.approx([1e-3 * r["step"] / 4 for r in records])
+    walls = [r["wall_seconds"] for r in records]
+    assert walls == sorted(walls) and all("time" in r for r in records)
+    # --no-progress: plain lines on stdout, a start line first; stderr stays for errors.
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].startswith("training udpm from scratch to step 4")
+    assert any(line.startswith("train udpm: 1/4 steps") for line in lines)
+    assert captured.err == ""
+
+
+def test_sample_grids_reach_tensorboard_as_images():
+    from udpm.train.logger import Logger
+
+    class FakeWriter:
+        def add_images(self, tag, images, step):
+            self.seen = (tag, images, step)
+
+    logger = Logger.__new__(Logger)
+    logger.tb = FakeWriter()
+    logger.images("samples", torch.linspace(-1, 1, 2 * 3 * 4 * 4).view(2, 3, 4, 4), 7)
+    tag, images, step = logger.tb.seen
+    assert (tag, step, images.shape) == ("samples", 7, (2, 3, 4, 4))
+    assert images.min() == 0 and images.max() == 1  # [-1, 1] mapped to TensorBoard's [0, 1]

@@ -27,15 +27,18 @@ class Progress:
     """``update()`` once per unit; ``mode`` is ``"bar"``, ``"lines"`` or ``"off"``.
 
     ``total`` may be set late (`set_total`), when the first unit reveals it. Lines go to
-    ``stream`` every ``every`` seconds and once at the end.
+    ``stream`` (stdout) at the first unit, every ``every`` seconds, and once at the end.
     """
 
     def __init__(self, what, unit="step", total=None, mode="bar", every=10.0, skip=2,
                  stream=None):  # fmt: skip
         self.what, self.unit, self.total, self.mode = what, unit, total, mode
-        self.every, self.skip, self.stream = every, skip, stream or sys.stderr
-        self.done, self.bar = 0, None
-        self.start = self.last_line = time.perf_counter()
+        # Lines are log output, not errors: stdout, so stderr keeps one-line errors alone.
+        self.every, self.skip, self.stream = every, skip, stream or sys.stdout
+        self.done, self.bar, self.postfix = 0, None, {}
+        self.first = None  # `done` at the first update (a resumed run starts above 0)
+        self.start = time.perf_counter()
+        self.last_line = None  # lines: the first update prints at once, then every `every` s
         self.warm = None  # (time, done) once the first `skip` units are past
 
     def set_total(self, total: int) -> None:
@@ -48,14 +51,26 @@ class Progress:
         if self.mode == "bar" and self.bar is None:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=self.total, desc=self.what, unit=self.unit, dynamic_ncols=True)
+            # tqdm's own ETA would average in the slow first steps: ours goes in the postfix.
+            self.bar = tqdm(
+                total=self.total, initial=self.done, desc=self.what, unit=self.unit,
+                dynamic_ncols=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} "
+                "[{elapsed}{postfix}]",
+            )  # fmt: skip
+        if self.first is None:
+            self.first = self.done
         self.done += k
         now = time.perf_counter()
-        if self.warm is None and self.done >= min(self.skip, self.total or self.skip):
+        if self.warm is None and self.done - self.first >= self.skip:
             self.warm = (now, self.done)
         if self.bar is not None:
+            eta = self.eta(now)
+            extra = {"ETA": duration(eta)} if eta is not None else {}
+            self.bar.set_postfix({**extra, **self.postfix}, refresh=False)
             self.bar.update(k)
-        elif self.mode == "lines" and now - self.last_line >= self.every:
+        elif self.mode == "lines" and (
+            self.last_line is None or now - self.last_line >= self.every
+        ):
             self.last_line = now
             self._line(now)
 
@@ -70,16 +85,17 @@ class Progress:
         of = f"/{self.total}" if self.total else ""
         eta = self.eta(now)
         left = f", ETA {duration(eta)}" if eta is not None else ""
+        extra = "".join(f", {k} {v}" for k, v in self.postfix.items())
         print(f"{self.what}: {self.done}{of} {self.unit}s, {duration(now - self.start)} elapsed"
-              f"{left}", file=self.stream, flush=True)  # fmt: skip
+              f"{left}{extra}", file=self.stream, flush=True)  # fmt: skip
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.mode == "lines" and self.done:
+        if self.mode == "lines" and self.first is not None:
             elapsed = duration(time.perf_counter() - self.start)
-            print(f"{self.what}: {self.done} {self.unit}s in {elapsed}", file=self.stream,
-                  flush=True)  # fmt: skip
+            print(f"{self.what}: {self.done - self.first} {self.unit}s in {elapsed}",
+                  file=self.stream, flush=True)  # fmt: skip
 
 
 def mode_of(progress) -> str:

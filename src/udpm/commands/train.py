@@ -163,7 +163,7 @@ def run(args) -> int:
         from udpm.errors import UDPMError
 
         raise UDPMError("the following argument is required: --out")
-    if env_rank() == 0:
+    if env_rank() == 0 and notes:
         print("\n".join(notes), flush=True)
     resume = "auto" if args.auto_resume else args.resume
     try:
