@@ -77,3 +77,11 @@ def test_allowed_resolution_is_what_the_method_accepts():
 def test_embedded_data_keeps_the_presets_settings():
     config, _ = fit_config(preset_config("emoji32-cpu"), survey("emoji32"), given=set())
     assert config == preset_config("emoji32-cpu")
+
+
+def test_a_few_colour_files_make_the_set_rgb_and_say_so(digits):
+    s = survey(digits)
+    config, notes = fit_config(preset_config("emoji32-cpu"), s, given=set())
+    assert config.channels == 3 and config.hflip is True
+    assert any("2 of 11 images in colour; --set channels=1" in note for note in notes)
+    assert any("9 grey image(s) repeated to RGB" in line for line in s.conversions(32, 3))

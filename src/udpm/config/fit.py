@@ -50,9 +50,13 @@ def fit_config(config: Config, survey, given: set[str]) -> tuple[Config, list[st
     if "channels" not in given:
         channels = 1 if survey.grey else 3
         changes.append(f"channels={channels}")
-        notes.append(
-            f"channels {channels} ({'every image is grey' if channels == 1 else 'colour'})"
-        )
+        if channels == 1:
+            why = "every image is grey"
+        elif survey.colour < survey.n:
+            why = f"{survey.colour} of {survey.n} images in colour; --set channels=1 for grey"
+        else:
+            why = "colour"
+        notes.append(f"channels {channels} ({why})")
     if "resolution" not in given:
         side = survey.side
         size = allowed_resolution(config, side)

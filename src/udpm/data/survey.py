@@ -57,6 +57,11 @@ class Survey:
         return all(mode in _GREY_MODES for mode in self.modes)
 
     @property
+    def colour(self) -> int:
+        """How many images are stored in colour (RGB, RGBA, palette, CMYK, ...)."""
+        return sum(c for mode, c in self.modes.items() if mode not in _GREY_MODES)
+
+    @property
     def side(self) -> int:
         """The most common shorter side: the native resolution."""
         (w, h), _ = self.sizes.most_common(1)[0]
@@ -78,9 +83,10 @@ class Survey:
         alpha = sum(c for m, c in self.modes.items() if m in ("RGBA", "LA", "La", "PA", "RGBa"))
         if alpha:
             lines.append(f"{alpha} image(s) with transparency composited over white")
-        colour = sum(c for m, c in self.modes.items() if m not in _GREY_MODES)
-        if channels == 1 and colour:
-            lines.append(f"{colour} colour image(s) converted to grey")
+        if channels == 1 and self.colour:
+            lines.append(f"{self.colour} colour image(s) converted to grey")
+        if channels == 3 and self.colour < self.n:
+            lines.append(f"{self.n - self.colour} grey image(s) repeated to RGB")
         off = sum(c for (w, h), c in self.sizes.items() if (w, h) != (resolution, resolution))
         if off:
             lines.append(
