@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below, not at exit
     except BrokenPipeError:
         # The reader left (``udpm info --json | head``): stop quietly, as Unix tools do.
         # stdout is pointed at devnull so that the interpreter's final flush cannot fail.

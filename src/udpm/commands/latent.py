@@ -222,6 +222,9 @@ def run_perturb(args) -> int:
     if args.level is not None and not 1 <= args.level <= L:
         raise UDPMError(f"--level must be in 1..{L}, got {args.level}")
     levels = [args.level] if args.level is not None else list(range(1, L + 1))
+    pca = f"; PCA of {args.pca_samples} images per level, top {args.pca}" if args.pca else ""
+    print(f"perturbing latent {args.latent} at levels {levels}: {args.n} variations each, "
+          f"γ = {args.gamma}{pca}", flush=True)  # fmt: skip
     original = decode(pipe, [latent])
     rows = [
         torch.cat([original, perturb(pipe, latent, l, args.gamma, args.n, args.noise_seed)])
