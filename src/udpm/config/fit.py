@@ -73,7 +73,8 @@ def fit_config(config: Config, survey, given: set[str]) -> tuple[Config, list[st
         )
     for name in FOLLOWED:
         if name in given:
-            notes.append(f"{name} {str(getattr(config, name)).lower()} as given")
+            value = str(getattr(config, name)).lower()
+            notes.append(f"{name} {value} (given, or the named --preset's)")
     return apply_overrides(config, changes), notes
 
 
