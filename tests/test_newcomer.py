@@ -79,6 +79,7 @@ def test_a_feature_network_trained_on_the_data_is_not_warned_about(tmp_path, tin
     argv = ["features", "--data", str(tiny_npz), "--out", str(net), "--epochs", "1"]
     assert main([*argv, "--widths", "8,16", "--batch-size", "8"]) == 0
     assert warnings_for(str(tiny_npz), net, (3, 16, 16), 5000) == []
+    assert warnings_for(str(tiny_npz), net, (1, 32, 32), 5000) == []  # resized, same data
     # Other content under the same file name is other data.
     rng = np.random.default_rng(9)
     np.savez(tiny_npz, images=rng.integers(0, 255, (12, 16, 16, 3), dtype=np.uint8))

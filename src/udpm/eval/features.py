@@ -242,8 +242,8 @@ def feature_network_mismatch(
     A classifier's features describe the images it learnt to tell apart; on other images
     (digits measured with emoji features, say) FD and precision/recall say little. The
     network's metadata names its training data (``data``; ``data_identity``, the content
-    hash of `udpm.eval.reference.dataset_identity`, for networks trained since 0.2) and its
-    input size; all three are compared with the data measured against.
+    hash of `udpm.eval.reference.dataset_identity`, for networks trained since 0.2), which
+    is compared with the data measured against; the sizes are named in the message.
     """
     if os.fspath(name_or_path) == PIXELS:
         return None
@@ -254,9 +254,9 @@ def feature_network_mismatch(
         if "data_identity" in meta
         else data_identity.rsplit("-", 1)[0] == Path(str(meta.get("data", "?"))).name.split(".")[0]
     )
-    shape = (config.get("in_channels"), config.get("resolution"))
-    if same_data and shape == (channels, resolution):
+    if same_data:  # at another size or in grey it is resized and repeated (`prepare`)
         return None
+    shape = (config.get("in_channels"), config.get("resolution"))
     return (
         f"the feature network {meta.get('name', Path(os.fspath(name_or_path)).stem)!r} was "
         f"trained on {meta.get('data', '?')} ({_shape_words(*shape)}), not on "
