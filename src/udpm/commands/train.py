@@ -32,7 +32,8 @@ def register(sub) -> None:
     p.add_argument(
         "--out",
         type=Path,
-        help="run directory (created; an existing run is never overwritten unless --resume)",
+        help="run directory (created; an existing run is never overwritten unless --resume); "
+        "required unless --list-keys",
     )
     p.add_argument(
         "--preset",
