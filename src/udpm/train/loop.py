@@ -189,7 +189,7 @@ class Trainer:
     def _loop(self, stop: StopSignals) -> None:
         cfg = self.config
         self.logger = logger = Logger(self.out, enabled=self.is_main)
-        self.report = bar = TrainReport(cfg, self.step, self.progress, self.is_main)
+        bar = TrainReport(cfg, self.step, self.progress, self.is_main)
         bar.started(cfg, self)
         window, t_window, n_window = {}, time.perf_counter(), 0
         t_run = time.perf_counter()
