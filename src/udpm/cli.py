@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below, not at exit
+    except BrokenPipeError:
+        # The reader left (``udpm info --json | head``): stop quietly, as Unix tools do.
+        # stdout is pointed at devnull so that the interpreter's final flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the pipe
     except KeyboardInterrupt:
         print("udpm: interrupted; completed checkpoints are kept", file=sys.stderr)
         return 130

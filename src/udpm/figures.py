@@ -102,6 +102,36 @@ def levels_figure(previews: torch.Tensor, path: Path) -> Path:
     return _save(fig, path)
 
 
+def labelled_grid(
+    images: torch.Tensor,
+    path: Path,
+    ncol: int,
+    col_labels=(),
+    row_labels=(),
+    title: str = "",
+) -> Path:
+    """Images (N, C, H, W) in [-1, 1], ``ncol`` a row, with column and row labels and a title.
+
+    The companion of the pixel-exact grids (`udpm.data.save_image_grid`): the same images
+    at their own scale (no min-max stretch), with the labels a reader needs.
+    """
+    nrow = -(-len(images) // ncol)
+    fig, axes = _figure(nrow, ncol)
+    for k, image in enumerate(images):
+        ax = axes[k // ncol, k % ncol]
+        x = ((image.float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).squeeze(-1)
+        ax.imshow(x.numpy(), interpolation="nearest", cmap="gray", vmin=0, vmax=1)
+    for ax in axes.flat[len(images) :]:
+        ax.axis("off")
+    for j, label in enumerate(col_labels):
+        axes[0, j].set_title(label, fontsize=7)
+    for i, label in enumerate(row_labels):
+        axes[i, 0].set_ylabel(label, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 

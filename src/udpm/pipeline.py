@@ -27,6 +27,23 @@ def pretrained_path() -> Path:
     return Path(str(path))
 
 
+def model_file(path: str | Path) -> Path:
+    """The model file ``path`` names (a file or a run directory's newest), refusing state files.
+
+    ``state-STEP.pt`` holds what ``--resume`` needs (both networks, optimisers, RNGs); the
+    model to sample or describe is the ``model-STEP.safetensors`` beside it.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix == ".pt":
+        twin = path.with_name(path.name.replace("state-", "model-")).with_suffix(".safetensors")
+        hint = twin if twin.is_file() else path.parent.parent
+        raise UDPMError(
+            f"{path} is a training state file (read by 'udpm train --resume'); give the model "
+            f"file or the run directory instead: {hint}"
+        )
+    return resolve_model_file(path)
+
+
 def build_network(config: Config, num_classes: int = 0) -> torch.nn.Module:
     """The generator of ``config.method`` (its model file's network)."""
     return get_spec(config.method).build_generator(config, num_classes)
@@ -159,7 +176,7 @@ def load(
     ``config_changes`` replace settings that only affect sampling, e.g.
     ``udpm.load(path, scalar_posterior=True)`` samples with the authors' posterior.
     """
-    file = pretrained_path() if path is None else resolve_model_file(Path(path))
+    file = pretrained_path() if path is None else model_file(path)
     state, meta = load_model(file)
     config = Config.from_dict(meta["config"])
     if config_changes:

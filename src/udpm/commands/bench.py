@@ -65,6 +65,11 @@ def run(args) -> int:
         if args.preset
         else udpm.load(args.checkpoint, device=device)
     )
+    print(
+        f"timing {pipe.config.method} sampling on {device}: {args.repeats} repeats after one "
+        f"warm-up at batch sizes {', '.join(map(str, batches))} (--repeats, --batches)",
+        flush=True,
+    )
     result = benchmark(
         pipe,
         repeats=args.repeats,
@@ -73,21 +78,54 @@ def run(args) -> int:
         **sampler_kwargs(args),
     )
     result["source"] = f"preset {args.preset}" if args.preset else pipe.meta.get("path")
-    for key in (
-        "nfe",
-        "flops_per_image",
-        "flops_full_resolution_pass",
-        "flops_ratio",
-        *[
-            k
-            for k in result
-            if k.startswith(("ms_per_image_batch", "sampler_overhead")) and not k.endswith("range")
-        ],
-    ):
-        value = result[key]
-        print(f"{key:40s} {value:.4g}" if isinstance(value, float) else f"{key:40s} {value}")
+    for line in report_lines(result):
+        print(line)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def flops_words(flops: float) -> str:
+    """``0.279 GFLOPs``, ``42.1 GFLOPs``, ``1.3 TFLOPs``: three significant figures."""
+    if flops >= 1e12:
+        return f"{flops / 1e12:.3g} TFLOPs"
+    return f"{flops / 1e9:.3g} GFLOPs" if flops >= 1e7 else f"{flops / 1e6:.3g} MFLOPs"
+
+
+def ms_words(ms: float) -> str:
+    return (
+        f"{ms * 1000:.3g} µs"
+        if ms < 1
+        else f"{ms / 1000:.3g} s"
+        if ms >= 10_000
+        else f"{ms:.3g} ms"
+    )
+
+
+def report_lines(result: dict) -> list[str]:
+    """What ``udpm bench`` prints: each quantity once, in human units, medians with spread."""
+    c, h, w = result["image_shape"]
+    lines = [
+        f"model        {result['method']}, {c}x{h}x{w}, {result['parameters'] / 1e6:.2f}M "
+        f"parameters, on {result['device']}",
+        f"calls        {result['nfe']} network calls per image",
+        f"FLOPs        {flops_words(result['flops_per_image'])} per image; one full-resolution "
+        f"pass {flops_words(result['flops_full_resolution_pass'])}; ratio "
+        f"{result['flops_ratio']:.3g}",
+    ]
+    for key in [k for k in result if k.startswith("ms_per_image_batch") and k[-1].isdigit()]:
+        batch = key.removeprefix("ms_per_image_batch")
+        low, high = result[f"{key}_range"]
+        overhead = result[f"sampler_overhead_fraction_batch{batch}"]
+        lines.append(
+            f"batch {batch:6s} {ms_words(result[key])} per image (median of {result['repeats']}; "
+            f"range {ms_words(low)} to {ms_words(high)}), {overhead:.0%} outside network calls"
+        )
+        if high > 1.5 * low:
+            lines.append(
+                f"             the spread at batch {batch} is wide: the machine is busy or "
+                "warming up; compare medians only from quiet runs (more --repeats helps)"
+            )
+    return lines

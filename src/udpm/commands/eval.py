@@ -39,44 +39,63 @@ def register(sub) -> None:
     p.add_argument(
         "--feature-net",
         default="emoji32",
-        help="feature network name or .safetensors path (default emoji32)",
+        help="feature network: a shipped name (emoji32), a .safetensors file from 'udpm "
+        "features --data SOURCE', or 'pixels' (network-free) (default emoji32)",
     )
     p.add_argument("--inception-weights", type=Path, help="local Inception weights for fid")
     p.add_argument("--batch-size", type=int, default=256, help="sampling/feature batch size")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     add_sampler_arguments(p)
     add_accel_arguments(p)
+    p.add_argument(
+        "--no-progress", action="store_true", help="plain periodic lines instead of a bar"
+    )
     p.add_argument("--json", type=Path, help="write the results and protocol here")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from udpm.commands.sample import sampler_kwargs
+    import sys
+
+    from udpm.commands.sample import announce_sampling, sampler_kwargs
     from udpm.errors import UDPMError
+    from udpm.eval.advice import warnings_for
     from udpm.eval.protocol import generate, measure, read_samples, reference_images
     from udpm.train import distributed as dist
 
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
-    real, resolution = reference_images(args.data)
     if args.samples:
         if dist.env_rank() != 0:  # nothing to shard under torchrun: rank 0 measures
             return 0
+        real, resolution = reference_images(args.data)
         fake, protocol = read_samples(args.samples, resolution)
+        _say_reference(args.data, real)
+        for line in warnings_for(args.data, args.feature_net, tuple(real.shape[1:]), len(fake)):
+            print(f"udpm eval: warning: {line}", file=sys.stderr)
     else:
         if args.n < 2:
             raise UDPMError(f"--n must be at least 2, got {args.n}")
         with dist.process_group(args.device):  # under torchrun: seeds sharded over the ranks
+            pipe = load_model(args)
+            # The reference at the model's shape, before sampling: a mismatch fails now.
+            real, _ = reference_images(args.data, pipe.image_shape)
+            main = dist.rank() == 0
+            if main:
+                _say_reference(args.data, real)
+                for line in warnings_for(args.data, args.feature_net, pipe.image_shape, args.n):
+                    print(f"udpm eval: warning: {line}", file=sys.stderr)
+                announce_sampling(pipe, args.n, sampler_kwargs(args))
             fake, protocol = generate(
-                load_model(args),
+                pipe,
                 args.n,
                 seed=args.seed,
                 batch_size=args.batch_size,
+                progress=not args.no_progress or "lines",
                 **sampler_kwargs(args),
             )
             protocol["accel"] = {
                 k: getattr(args, k) for k in ("compile", "channels_last", "precision")
             }
-            main = dist.rank() == 0
         # Measured once, by rank 0 outside the group: torchmetrics would otherwise sync
         # its feature states over the ranks.
         if not main:
@@ -90,9 +109,19 @@ def run(args) -> int:
         batch_size=args.batch_size,
         inception_weights=args.inception_weights,
         real=real,
+        progress=not args.no_progress,
     )
     write_result(result, args.json)
     return 0
+
+
+def _say_reference(source: str, real) -> None:
+    """What the reference holds, and how it is loaded (as the model's training data was)."""
+    from udpm.data.survey import survey
+
+    c, h, w = real.shape[1:]
+    kind = "grey" if c == 1 else "RGB"
+    print(f"reference: {source}: {survey(source).describe()}; measured as {w}x{h} {kind}")
 
 
 def load_model(args):
@@ -108,9 +137,15 @@ def load_model(args):
 
 
 def write_result(result: dict, path: Path | None) -> None:
-    for key in ("fd", "kid_mean", "precision", "recall", "fid"):
-        if key in result:
-            print(f"{key:10s} {result[key]:.4g}")
+    """Print each number (FD with its floor), then write the JSON if asked."""
+    for key in ("fd", "kid_mean", "precision", "recall", "fid", "bpd"):
+        if key not in result:
+            continue
+        line = f"{key:10s} {result[key]:.4g}"
+        if key == "fd" and "fd_floor" in result:
+            line += f"   (floor {result['fd_floor']:.4g}: data against data at n = "
+            line += f"{result['fd_floor_n']})"
+        print(line)
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2, default=str))

@@ -79,6 +79,11 @@ def run(args) -> int:
         balance=args.balance,
         threads=args.threads,
     )
+    print(
+        f"training a feature network on {options.data}: {options.epochs} epochs of batch "
+        f"{options.batch_size}, {options.heldout_fraction:.0%} of each class held out",
+        flush=True,
+    )
     info = train_feature_network(options, out=args.out, log=print)
     print(json.dumps(info, indent=1))
     return 0

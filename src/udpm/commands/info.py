@@ -21,10 +21,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from udpm.checkpoint import read_meta, resolve_model_file
-    from udpm.pipeline import pretrained_path
+    from udpm.checkpoint import read_meta
+    from udpm.pipeline import model_file, pretrained_path
 
-    path = pretrained_path() if args.checkpoint is None else resolve_model_file(args.checkpoint)
+    path = pretrained_path() if args.checkpoint is None else model_file(args.checkpoint)
     meta = read_meta(path)
     if args.json:
         print(json.dumps(meta, indent=2))
@@ -38,14 +38,24 @@ def run(args) -> int:
     print(f"method       {meta['method']} ({meta['kind']}, EMA weights)")
     print(
         f"data         {meta.get('data')} at {cfg['resolution']} px, {cfg['channels']} channels"
-        f", classes: {meta.get('num_classes') or 'unconditional'}"
+        f", {_classes(config, int(meta.get('num_classes') or 0))}"
     )
     print(
         f"trained      {meta['step']} steps, batch {cfg['batch_size']}, "
         f"{meta.get('train_seconds', 0) / 60:.1f} min of training"
     )
-    print(f"network      {cfg['network']}")
+    # num_classes is filled in when the network is built (from the data), not configured.
+    network = {k: v for k, v in cfg["network"].items() if k != "num_classes"}
+    print(f"network      {network}")
     print(f"process      {get_spec(config.method).describe(config)}")
     print(f"optimiser    {config.optim}")
     print(f"version      udpm {meta.get('udpm_version')}")
     return 0
+
+
+def _classes(config, num_classes: int) -> str:
+    if config.class_conditional and num_classes:
+        return f"class-conditional on {num_classes} classes"
+    if num_classes:
+        return f"unconditional ({num_classes} classes in the data, unused)"
+    return "unconditional"

@@ -141,6 +141,7 @@ def _latents(pipe, args, specs):
 def run_interpolate(args) -> int:
     from udpm.data import save_image_grid
     from udpm.errors import UDPMError
+    from udpm.figures import labelled_grid
     from udpm.latent import interpolate
     from udpm.latent.gif import gif_frames, save_gif
 
@@ -154,7 +155,17 @@ def run_interpolate(args) -> int:
     path = save_image_grid(
         images.reshape(-1, *images.shape[-3:]), args.out / "interpolation.png", nrow=args.steps
     )
-    print(f"wrote {path}")
+    ticks = [f"{k / max(args.steps - 1, 1):.2f}" for k in range(args.steps)]
+    figure = labelled_grid(
+        images.reshape(-1, *images.shape[-3:]),
+        args.out / "interpolation-figure.png",
+        args.steps,
+        col_labels=ticks,
+        row_labels=ticks if len(args.latents) == 4 else (),
+        title=f"interpolation of latents {', '.join(map(str, args.latents))}"
+        + (" (slerp)" if args.slerp else ""),
+    )
+    print(f"wrote {path} and {figure} (labelled)")
     if args.gif:
         gif = args.out / "interpolation.gif"
         save_gif(gif_frames(images), gif, scale=max(1, 128 // images.shape[-1]))
@@ -164,6 +175,7 @@ def run_interpolate(args) -> int:
 
 def run_swap(args) -> int:
     from udpm.data import save_image_grid
+    from udpm.figures import labelled_grid
     from udpm.latent import swap
 
     pipe = _load(args)
@@ -171,7 +183,15 @@ def run_swap(args) -> int:
     images = swap(pipe, a, b)
     path = save_image_grid(images, args.out / "swap.png", nrow=len(images))
     L = pipe.process.levels
-    print(f"wrote {path}: A, B with A's map at level 1..{L} (fine to coarse), B")
+    labels = ["A", *(f"B, A's level {l}" for l in range(1, L + 1)), "B"]
+    figure = labelled_grid(
+        images,
+        args.out / "swap-figure.png",
+        len(images),
+        labels,
+        title=f"A = {args.a}, B = {args.b}",
+    )
+    print(f"wrote {path}: A, B with A's map at level 1..{L} (fine to coarse), B; {figure}")
     return 0
 
 
@@ -187,6 +207,7 @@ def run_perturb(args) -> int:
 
     from udpm.data import save_image_grid
     from udpm.errors import UDPMError
+    from udpm.figures import labelled_grid
     from udpm.latent import decode, perturb, perturbation_pca, variance_report
     from udpm.latent.mixing import check_gamma
 
@@ -201,13 +222,24 @@ def run_perturb(args) -> int:
     if args.level is not None and not 1 <= args.level <= L:
         raise UDPMError(f"--level must be in 1..{L}, got {args.level}")
     levels = [args.level] if args.level is not None else list(range(1, L + 1))
+    pca = f"; PCA of {args.pca_samples} images per level, top {args.pca}" if args.pca else ""
+    print(f"perturbing latent {args.latent} at levels {levels}: {args.n} variations each, "
+          f"γ = {args.gamma}{pca}", flush=True)  # fmt: skip
     original = decode(pipe, [latent])
     rows = [
         torch.cat([original, perturb(pipe, latent, l, args.gamma, args.n, args.noise_seed)])
         for l in levels
     ]
     path = save_image_grid(torch.cat(rows), args.out / "perturb.png", nrow=args.n + 1)
-    print(f"wrote {path}: one row per level {levels}, the image itself first")
+    figure = labelled_grid(
+        torch.cat(rows),
+        args.out / "perturb-figure.png",
+        args.n + 1,
+        col_labels=["image", *(f"variation {k + 1}" for k in range(args.n))],
+        row_labels=[f"level {l}" for l in levels],
+        title=f"latent {args.latent}: one level's map perturbed, γ = {args.gamma}",
+    )
+    print(f"wrote {path}: one row per level {levels}, the image itself first; {figure}")
     if args.pca is None:
         return 0
     results = [
@@ -219,7 +251,15 @@ def run_perturb(args) -> int:
     pca_path = save_image_grid(
         torch.cat([r.display() for r in results]), args.out / "pca.png", nrow=args.pca
     )
-    print(f"wrote {pca_path}: top {args.pca} components, one row per level {levels}")
+    pca_figure = labelled_grid(
+        torch.cat([r.display() for r in results]),
+        args.out / "pca-figure.png",
+        args.pca,
+        col_labels=[f"PC {k + 1}" for k in range(args.pca)],
+        row_labels=[f"level {l}" for l in levels],
+        title=f"top {args.pca} principal components of {args.pca_samples} perturbed images",
+    )
+    print(f"wrote {pca_path}: top {args.pca} components, one row per level {levels}; {pca_figure}")
     report = {
         "checkpoint": pipe.meta.get("path"),
         "latent": args.latent,

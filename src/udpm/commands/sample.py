@@ -34,13 +34,21 @@ def register(sub) -> None:
     p.add_argument(
         "--levels",
         action="store_true",
-        help="UDPM: also write levels.png, each "
-        "row an image's per-level predictions x_L..x_0 at full size",
+        help="UDPM: also write levels.png, a labelled figure whose rows are the first 16 "
+        "images' per-level predictions x_L..x_0 at full size",
     )
     p.add_argument("--batch-size", type=int, default=256, help="images per network batch")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     add_sampler_arguments(p)
     add_accel_arguments(p)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="sample into a folder that holds another model's outputs, deleting them first",
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="plain periodic lines instead of a bar"
+    )
     p.add_argument(
         "--save-latents",
         action="store_true",
@@ -95,8 +103,11 @@ def write_samples(args) -> int:
     import udpm
     from udpm.commands.accel import accel_options
     from udpm.data import save_image_grid, save_images
+    from udpm.data.outdir import mark_sample_folder, prepare_sample_folder
     from udpm.device import resolve_device
     from udpm.errors import UDPMError
+    from udpm.figures import levels_figure
+    from udpm.latent import model_hash
     from udpm.samplers.dispatch import sample_sharded
     from udpm.train import distributed as dist
 
@@ -104,6 +115,9 @@ def write_samples(args) -> int:
         raise UDPMError(f"--n must be at least 1, got {args.n}")
     pipe = udpm.load(args.checkpoint, device=dist.local_device(resolve_device(args.device)))
     kwargs = sampler_kwargs(args)
+    if dist.rank() == 0:  # checked before sampling, so a refusal costs nothing
+        prepare_sample_folder(args.out, model_hash(pipe), args.overwrite)
+        announce_sampling(pipe, args.n, kwargs)
     out = sample_sharded(
         pipe.accelerate(**accel_options(args)),
         args.n,
@@ -111,7 +125,7 @@ def write_samples(args) -> int:
         class_label=args.class_label,
         batch_size=args.batch_size,
         return_levels=args.levels,
-        progress=True,
+        progress=not args.no_progress or "lines",
         **kwargs,
     )
     if dist.rank() != 0:  # rank 0 holds every image and writes them
@@ -119,13 +133,23 @@ def write_samples(args) -> int:
     images, levels = out if args.levels else (out, None)
     args.out.mkdir(parents=True, exist_ok=True)
     paths = save_images(images, args.out, prefix="seed", start=args.seed)
+    record = {"checkpoint": pipe.meta.get("path"), "seeds": [args.seed, args.seed + args.n - 1]}
+    mark_sample_folder(args.out, model_hash(pipe), record)
     if args.grid:
         save_image_grid(images, args.out / "grid.png")
     if levels is not None:
-        save_image_grid(levels.flatten(0, 1), args.out / "levels.png", nrow=levels.shape[1])
+        levels_figure(levels[:16], args.out / "levels.png")  # labelled; 16 rows stay legible
     if args.save_latents:
         from udpm.latent import save_latents_for
 
         save_latents_for(pipe, paths, seed=args.seed, class_label=args.class_label)
     print(f"wrote {len(images)} images to {args.out}")
     return 0
+
+
+def announce_sampling(pipe, n: int, given: dict) -> None:
+    """One line before sampling: how many images, with which options, and which are defaults."""
+    options = {k: v for k, v in pipe.sampler_options(**given).items() if v is not None}
+    parts = [f"{k} {v}" + ("" if k in given else " (default)") for k, v in options.items()]
+    how = f" with {', '.join(parts)}" if parts else ""
+    print(f"sampling {n} images from a {pipe.config.method} model{how}", flush=True)

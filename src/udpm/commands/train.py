@@ -31,9 +31,9 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--out",
-        required=True,
         type=Path,
-        help="run directory (created; an existing run is never overwritten unless --resume)",
+        help="run directory (created; an existing run is never overwritten unless --resume); "
+        "required unless --list-keys",
     )
     p.add_argument(
         "--preset",
@@ -46,7 +46,12 @@ def register(sub) -> None:
         help="the method (default: the preset's); its settings start from its paper's "
         "defaults, so prefer a preset made for it (e.g. emoji32-cpu-ddpm)",
     )
-    p.add_argument("--steps", type=int, help="total number of training steps")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="total number of training steps (default: the preset's; emoji32-cpu: "
+        f"{PRESETS['emoji32-cpu']['steps']}; see --list-keys)",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -95,6 +100,19 @@ def register(sub) -> None:
         action="store_true",
         help="run the generator's forward through torch.compile (compiles first)",
     )
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.yaml",
+        help="YAML of the --set keys (flat, as --list-keys prints them, or nested), applied "
+        "over the preset and under the flags and --set",
+    )
+    p.add_argument(
+        "--list-keys",
+        action="store_true",
+        help="print every --set key with its value for this preset (and --method, --config, "
+        "--set), as YAML that --config reads back, then exit",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -102,8 +120,11 @@ def register(sub) -> None:
 def build_config(args):
     """The config the flags describe, and the fields they set explicitly (for a resume)."""
     from udpm.config import apply_overrides, preset_config
+    from udpm.config.overrides import file_assignments
 
     config = preset_config(args.preset or DEFAULT_PRESET)
+    from_file = file_assignments(args.config) if args.config else []
+    config = apply_overrides(config, from_file)
     flags = {
         "data": args.data,
         "method": args.method,
@@ -121,7 +142,7 @@ def build_config(args):
     from udpm.config.overrides import key_path
 
     explicit = {key_path(config, k) for k, v in flags.items() if v is not None}
-    explicit |= {key_path(config, item.split("=", 1)[0]) for item in args.overrides}
+    explicit |= {key_path(config, item.split("=", 1)[0]) for item in args.overrides + from_file}
     if args.preset is not None:  # a preset sets every field but the target and the data
         explicit |= set(config.to_dict()) - {"steps", "data"}
     return config, explicit
@@ -134,6 +155,22 @@ def run(args) -> int:
     from udpm.train.preempt import Preempted
 
     config, explicit = build_config(args)
+    notes = []
+    if not args.resume:  # a resumed run keeps its own config
+        from udpm.config.fit import fit_to_data
+
+        config, notes = fit_to_data(config, explicit)
+    if args.list_keys:
+        from udpm.config.overrides import list_keys
+
+        print(list_keys(config), end="")
+        return 0
+    if args.out is None:
+        from udpm.errors import UDPMError
+
+        raise UDPMError("the following argument is required: --out")
+    if env_rank() == 0 and notes:
+        print("\n".join(notes), flush=True)
     resume = "auto" if args.auto_resume else args.resume
     try:
         # Under torchrun every process runs this; train() joins them (see 'Many GPUs').

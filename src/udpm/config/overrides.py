@@ -42,10 +42,37 @@ def apply_overrides(config: Config, assignments: list[str]) -> Config:
                 raise UDPMError(f"unknown method {value!r}; known: {', '.join(SETTINGS)}")
             values["method"] = value
             values["settings"] = dataclasses.asdict(SETTINGS[value]())
+    before = {k: values[k] for k in ("resolution", "channels")}
     for key, value in pairs:
         if key != "method":
             _assign(values, ALIASES.get(key, key), value, key)
+    _follow_image_shape(values, before, {ALIASES.get(k, k) for k, _ in pairs})
     return Config.from_dict(values)
+
+
+def _follow_image_shape(values: dict, before: dict, given: set[str]) -> None:
+    """Keep the networks' image sizes in step with ``resolution`` and ``channels``.
+
+    The network dicts repeat them (``image_channels``; D's ``resolution``, the largest
+    input it sees; the U-Net's nominal ``resolution`` and ``attn_resolutions``, which
+    place attention), so ``--resolution 64`` alone must move them too. The U-Net's are
+    scaled by the same power of two, which keeps attention at the same depth; a key set
+    explicitly is left as given.
+    """
+    channels, resolution = values["channels"], values["resolution"]
+    for part in ("network", "discriminator"):
+        if "image_channels" in values[part] and f"{part}.image_channels" not in given:
+            values[part]["image_channels"] = channels
+    disc = values["discriminator"]
+    if "resolution" in disc and "discriminator.resolution" not in given:
+        disc["resolution"] = resolution
+    ratio = resolution / before["resolution"]
+    power_of_two = ratio in (2.0**k for k in range(-4, 5))
+    net = values["network"]
+    if ratio != 1 and power_of_two and "network.resolution" not in given and "resolution" in net:
+        net["resolution"] = round(net["resolution"] * ratio)
+        if "attn_resolutions" in net and "network.attn_resolutions" not in given:
+            net["attn_resolutions"] = [round(r * ratio) for r in net["attn_resolutions"]]
 
 
 def key_path(config: Config, key: str) -> str:
@@ -102,6 +129,43 @@ def config_keys(config: Config) -> dict[str, object]:
             flat.update({f"{name}.{k}": v for k, v in value.items()})
         else:
             flat[name] = value
+    return flat
+
+
+def list_keys(config: Config) -> str:
+    """`config_keys` as YAML, one ``key: value`` a line: what ``--config FILE`` reads back."""
+    return yaml.safe_dump(config_keys(config), sort_keys=False, default_flow_style=None)
+
+
+def file_assignments(path) -> list[str]:
+    """``key=value`` strings from a YAML file of the ``--set`` keys (``udpm train --config``).
+
+    The file maps keys to values, flat (``network.dropout: 0.1``, as `list_keys` writes)
+    or nested (``network: {dropout: 0.1}``, merged into the preset's network, not replacing
+    it); both name the same fields as ``--set``.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise UDPMError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise UDPMError(f"cannot parse config file {path} as YAML ({first})") from exc
+    if not isinstance(loaded, dict | None):
+        raise UDPMError(f"config file {path} must map keys to values, got {type(loaded).__name__}")
+    return [f"{k}={_yaml(v)}" for k, v in _flatten(loaded or {}).items()]
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
     return flat
 
 

@@ -138,6 +138,20 @@ def _real_side(real_images, sinks, reference_key, cache_dir, batch_size, progres
             reference.save_reference(paths[name], sink.real_state(), meta)
 
 
+def fd_floor(real: torch.Tensor, n: int, seed: int = 0) -> tuple[float, int]:
+    """FD of ``n`` real features against the other real ones: what a perfect model scores.
+
+    FD is biased upwards at finite n (Chong and Forsyth 2020, "Effectively unbiased FID"),
+    so a model's FD means little without the data's own at the same n. Returns the floor and
+    the n it used: ``n``, or half the reference when it holds fewer than ``2n`` images.
+    """
+    n = min(n, len(real) // 2)
+    if n < 2:
+        return float("nan"), n
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+    return M.frechet_distance(real[order[n:]], real[order[:n]]), n
+
+
 def compute_metrics(
     fake_images: Images,
     real_images: Images | str | os.PathLike | None,
@@ -180,9 +194,9 @@ def compute_metrics(
             torchmetrics' antialiased bilinear. Recorded in the result as "fid_resize".
 
     Returns:
-        A dict with the requested numbers ("fd", "kid_mean", "kid_std", "precision",
-        "recall", "fid", "fid_resize") and "n_fake", "n_real", "feature_net",
-        "feature_net_hash", "resize_mode".
+        A dict with the requested numbers ("fd", with "fd_floor" and "fd_floor_n" from
+        `fd_floor`, "kid_mean", "kid_std", "precision", "recall", "fid", "fid_resize") and
+        "n_fake", "n_real", "feature_net", "feature_net_hash", "resize_mode".
     """
     metrics = tuple(metrics)
     unknown = sorted(set(metrics) - set(ALL_METRICS))
@@ -206,6 +220,7 @@ def compute_metrics(
     }
     if "fd" in metrics:
         result["fd"] = M.frechet_distance(real, fake)
+        result["fd_floor"], result["fd_floor_n"] = fd_floor(real, len(fake), seed)
     if "kid" in metrics:
         mean, std = M.kernel_inception_distance(real, fake, kid_subset_size, kid_subsets, seed)
         result.update(kid_mean=mean, kid_std=std)

@@ -28,6 +28,7 @@ from udpm.eval.features import (
     feature_network_hash,
     save_feature_network,
 )
+from udpm.eval.reference import dataset_identity
 from udpm.images import from_uint8
 
 
@@ -128,6 +129,8 @@ def train_feature_network(
     info = {
         "name": os.path.splitext(os.path.basename(os.fspath(out)))[0] if out else options.data,
         "data": options.data,
+        # The content hash, so that `udpm eval` can tell whether it measures this data.
+        "data_identity": dataset_identity(options.data),
         "n_train": len(train_idx),
         "n_heldout": len(heldout_idx),
         "train_accuracy": train_acc["accuracy"],

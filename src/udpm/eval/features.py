@@ -36,6 +36,9 @@ from udpm.errors import UDPMError
 RESIZE_MODE = "bilinear-antialias"
 
 SHIPPED_FEATURE_NETWORKS = ("emoji32",)
+#: The network-free feature: pixels, area-averaged to `PIXEL_SIDE`² (see `PixelFeatures`).
+PIXELS = "pixels"
+PIXEL_SIDE = 8
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,30 @@ class TorchmetricsFeature(nn.Module):
         return self.net(images01 * 2 - 1)
 
 
+class PixelFeatures(nn.Module):
+    """The network-free feature: images area-averaged to ``side × side``, then flattened.
+
+    No training data stands behind it, so it suits any data set; it sees colour and layout
+    but not semantics (FD in pixel space, the "no network" baseline of Heusel et al. 2017's
+    comparisons). Grey inputs are repeated to 3 channels so RGB and grey models compare.
+    """
+
+    def __init__(self, side: int = PIXEL_SIDE):
+        super().__init__()
+        # A buffer, so that the side is part of `feature_network_hash` and of the cache key.
+        self.register_buffer("side", torch.tensor(side))
+        self.num_features = 3 * side * side
+        self.resize_mode = f"area-{side}"
+        self.name = PIXELS
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise UDPMError(f"pixel features expect images (N, 1|3, H, W), got {tuple(x.shape)}")
+        x = x.float().expand(-1, 3, -1, -1) if x.shape[1] == 1 else x.float()
+        side = int(self.side)
+        return F.adaptive_avg_pool2d(x, side).flatten(1)
+
+
 # ---------------------------------------------------------------------------------------
 # Loading, saving and identity.
 
@@ -155,16 +182,19 @@ def read_feature_metadata(name_or_path: str | os.PathLike = "emoji32") -> dict:
     return decoded
 
 
-def load_feature_network(name_or_path: str | os.PathLike = "emoji32") -> FeatureNet:
+def load_feature_network(name_or_path: str | os.PathLike = "emoji32") -> nn.Module:
     """A frozen feature network in evaluation mode.
 
     Args:
-        name_or_path: the name of a shipped network (``"emoji32"``) or the path of a
-            ``.safetensors`` file written by `save_feature_network` / the training command.
+        name_or_path: the name of a shipped network (``"emoji32"``), ``"pixels"`` (the
+            network-free `PixelFeatures`), or the path of a ``.safetensors`` file written
+            by `save_feature_network` / ``udpm features``.
 
     The module maps images in [-1, 1], (N, C, H, W), to features (N, D); inputs of another
     size are resized (`RESIZE_MODE`) to its training resolution.
     """
+    if os.fspath(name_or_path) == PIXELS:
+        return PixelFeatures().eval()
     path = _resolve(name_or_path)
     meta = read_feature_metadata(path)
     if "config" not in meta:
@@ -199,6 +229,41 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
     if name in SHIPPED_FEATURE_NETWORKS:
         return shipped_weights_path(name)
     raise UDPMError(
-        f"unknown feature network {name!r}: give a .safetensors path or one of "
+        f"unknown feature network {name!r}: give a .safetensors path, {PIXELS!r} or one of "
         f"{', '.join(SHIPPED_FEATURE_NETWORKS)}"
     )
+
+
+def feature_network_mismatch(
+    name_or_path: str | os.PathLike, data_identity: str, channels: int, resolution: int
+) -> str | None:
+    """Why a feature network may not suit a data set, or None when it was trained on it.
+
+    A classifier's features describe the images it learnt to tell apart; on other images
+    (digits measured with emoji features, say) FD and precision/recall say little. The
+    network's metadata names its training data (``data``; ``data_identity``, the content
+    hash of `udpm.eval.reference.dataset_identity`, for networks trained since 0.2), which
+    is compared with the data measured against; the sizes are named in the message.
+    """
+    if os.fspath(name_or_path) == PIXELS:
+        return None
+    meta = read_feature_metadata(name_or_path)
+    config = meta.get("config", {})
+    same_data = (
+        meta["data_identity"] == data_identity
+        if "data_identity" in meta
+        else data_identity.rsplit("-", 1)[0] == Path(str(meta.get("data", "?"))).name.split(".")[0]
+    )
+    if same_data:  # at another size or in grey it is resized and repeated (`prepare`)
+        return None
+    shape = (config.get("in_channels"), config.get("resolution"))
+    return (
+        f"the feature network {meta.get('name', Path(os.fspath(name_or_path)).stem)!r} was "
+        f"trained on {meta.get('data', '?')} ({_shape_words(*shape)}), not on "
+        f"{data_identity.rsplit('-', 1)[0]} ({_shape_words(channels, resolution)}), "
+        "so its FD and precision/recall may say little"
+    )
+
+
+def _shape_words(channels, resolution) -> str:
+    return f"{resolution} px {'grey' if channels == 1 else 'RGB'}"

@@ -78,11 +78,22 @@ def read_samples(folder: str | os.PathLike, resolution: int | None = None):
     return from_uint8(data.images), {"samples": str(folder)}
 
 
-def reference_images(source: str) -> tuple[torch.Tensor, int | None]:
-    """Every image of the reference SOURCE in [-1, 1], and its resolution."""
+def reference_images(
+    source: str, image_shape: tuple[int, int, int] | None = None
+) -> tuple[torch.Tensor, int | None]:
+    """Every image of the reference SOURCE in [-1, 1], and its resolution.
+
+    With ``image_shape`` (a model's (C, H, W)) the images are loaded as training loaded
+    them: converted to C channels, shorter side resized to H and centre-cropped. So a model
+    is measured against the data it was trained on, at its own size, and a model whose
+    shape no loading can give fails here, before any sampling.
+    """
     from udpm.data import load_source
 
-    real = load_source(source)
+    if image_shape is None:
+        real = load_source(source)
+    else:
+        real = load_source(source, resolution=image_shape[-1], channels=image_shape[0])
     return from_uint8(real.images), real.resolution
 
 
@@ -95,6 +106,7 @@ def measure(
     batch_size: int = 256,
     inception_weights: str | os.PathLike | None = None,
     real: torch.Tensor | None = None,
+    progress: bool = True,
 ) -> dict:
     """Metrics of ``fake`` (N, C, H, W) in [-1, 1] against SOURCE, merged with ``protocol``.
 
@@ -104,9 +116,11 @@ def measure(
         metrics: any of ``fd``, ``kid``, ``pr``, ``fid``.
         real: the reference images if already loaded (`reference_images`).
 
-    Returns ``compute_metrics``' dictionary, then the protocol, ``reference`` and
-    ``n_reference``. Raises `UDPMError` when the image shapes differ.
+    Returns ``compute_metrics``' dictionary, then the protocol, ``reference``,
+    ``n_reference`` and ``warnings`` (`udpm.eval.advice.warnings_for`). Raises
+    `UDPMError` when the image shapes differ.
     """
+    from udpm.eval.advice import warnings_for
     from udpm.eval.compute import compute_metrics
     from udpm.eval.reference import dataset_identity
 
@@ -125,8 +139,10 @@ def measure(
         batch_size=batch_size,
         reference_key=dataset_identity(source),
         inception_weights=inception_weights,
+        progress=progress,
     )
     result.update(protocol, reference=source, n_reference=len(real))
+    result["warnings"] = warnings_for(source, feature_net, tuple(fake.shape[1:]), len(fake))
     return result
 
 
@@ -153,7 +169,10 @@ def evaluate(
 
     Returns the dictionary ``udpm eval --json`` writes.
     """
-    real, resolution = reference_images(source)
+    shape = getattr(pipe_or_images, "image_shape", None)
+    if isinstance(pipe_or_images, torch.Tensor):
+        shape = tuple(pipe_or_images.shape[1:])
+    real, resolution = reference_images(source, shape)  # before sampling: shapes must fit
     if isinstance(pipe_or_images, torch.Tensor):
         fake, protocol = pipe_or_images, {"samples": "tensor"}
     elif isinstance(pipe_or_images, (str, os.PathLike, Path)):

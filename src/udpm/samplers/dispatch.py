@@ -8,14 +8,26 @@ from udpm.errors import UDPMError
 from udpm.noise import check_shapes
 
 
-def _progress(total: int, enabled: bool, what: str):
-    """A tqdm bar over network calls, or None; returned with the callback that advances it."""
-    if not enabled:
-        return None, None
-    from tqdm.auto import tqdm
+def _progress(progress, callback, batches: int):
+    """A `Progress` over every network call of every batch, and the callback to pass on.
 
-    bar = tqdm(total=total, desc=what, unit="call", dynamic_ncols=True)
-    return bar, lambda done, of: bar.update(1)
+    The samplers report ``(calls_done, calls_of_this_batch)``; the first report fixes the
+    total, batches × calls per batch.
+    """
+    from udpm.progress import Progress, mode_of
+
+    mode = mode_of(progress)
+    if mode == "off":
+        return None, callback
+    bar = Progress("sampling", unit="call", mode=mode)
+
+    def advance(done: int, of: int) -> None:
+        bar.set_total(batches * of)
+        bar.update(1)
+        if callback is not None:
+            callback(done, of)
+
+    return bar, advance
 
 
 def sample_batches(
@@ -32,8 +44,9 @@ def sample_batches(
 ):
     """Images ``(n, C, H, W)`` from ``pipe``, ``batch_size`` at a time (same result for any).
 
-    ``callback(calls_done, calls_total)`` follows every network call; ``progress`` shows a
-    bar over all of them. The spec of ``pipe``'s method does the sampling.
+    ``callback(calls_done, calls_total)`` follows every network call; ``progress`` reports
+    all of them: True (or ``"bar"``) a bar, ``"lines"`` plain periodic lines for logs.
+    The spec of ``pipe``'s method does the sampling.
     """
     spec = pipe.spec
     options = spec.options(sampler_options, pipe.config)
@@ -45,7 +58,7 @@ def sample_batches(
         raise UDPMError(f"n must be at least 1, got {n}")
     labels = pipe.class_labels(n, class_label, seed)
     starts = range(0, n, batch_size)
-    bar, advance = _progress(len(starts), progress and len(starts) > 1, "sampling")
+    bar, step_callback = _progress(progress, callback, len(starts))
     images, levels = [], []
     for start in starts:
         stop = min(start + batch_size, n)
@@ -53,13 +66,11 @@ def sample_batches(
         part_labels = None if labels is None else labels[start:stop]
         out = spec.sample(
             pipe, range(seed + start, seed + stop), part_noises, part_labels, options,
-            callback, return_levels,
+            step_callback, return_levels,
         )  # fmt: skip
         images.append(out.images.cpu())
         if out.levels is not None:
             levels.append(out.levels.cpu())
-        if advance:
-            advance(1, len(starts))
     if bar is not None:
         bar.close()
     images = torch.cat(images).clamp(-1, 1)

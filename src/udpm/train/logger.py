@@ -30,6 +30,11 @@ class Logger:
                 if k != "step" and isinstance(v, int | float):
                     self.tb.add_scalar(k, v, record["step"])
 
+    def images(self, tag: str, images, step: int) -> None:
+        """A sample grid (N, C, H, W) in [-1, 1] for TensorBoard's image tab, when installed."""
+        if self.tb is not None:
+            self.tb.add_images(tag, ((images + 1) / 2).clamp(0, 1), step)  # tiled by TensorBoard
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()

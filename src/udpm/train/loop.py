@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from udpm import checkpoint as ckpt
 from udpm.config import Config
@@ -33,6 +32,7 @@ from udpm.train import rundir, snapshot
 from udpm.train.ema import EMA
 from udpm.train.logger import Logger
 from udpm.train.preempt import Preempted, StopSignals
+from udpm.train.report import TrainReport
 from udpm.train.validate import check_config, os_error_line
 
 __all__ = ["Batches", "Trainer", "autocast_dtype", "resolve_device", "train"]
@@ -166,9 +166,12 @@ class Trainer:
         labels = (torch.arange(n) % self.num_classes).to(self.device) if self.num_classes else None
         images = self.method.sample(self.ema.model, range(n), labels)
         self.grid_stats = self.method.diagnostics(images.clamp(-1, 1).cpu(), self.data.images)
-        save_image_grid(
-            images.clamp(-1, 1).cpu(), self.out / "samples" / f"step-{self.step:07d}.png", nrow=8
-        )
+        save_image_grid(images.clamp(-1, 1).cpu(), self.grid_path(), nrow=8)
+        if getattr(self, "logger", None) is not None:
+            self.logger.images("samples", images.clamp(-1, 1).cpu(), self.step)
+
+    def grid_path(self) -> Path:
+        return self.out / "samples" / f"step-{self.step:07d}.png"
 
     def run(self) -> Path:
         """Train to ``config.steps``; returns the last model file.
@@ -190,15 +193,11 @@ class Trainer:
 
     def _loop(self, stop: StopSignals) -> None:
         cfg = self.config
-        logger = Logger(self.out, enabled=self.is_main)
-        bar = tqdm(
-            total=cfg.steps,
-            initial=self.step,
-            disable=not (self.progress and self.is_main),
-            desc=f"train {cfg.method}",
-            dynamic_ncols=True,
-        )
+        self.logger = logger = Logger(self.out, enabled=self.is_main)
+        bar = TrainReport(cfg, self.step, self.progress, self.is_main)
+        bar.started(cfg, self)
         window, t_window, n_window = {}, time.perf_counter(), 0
+        t_run = time.perf_counter()
         try:
             while self.step < cfg.steps:
                 if stop.requested():  # a step boundary: save, then stop
@@ -213,16 +212,22 @@ class Trainer:
                     # The losses are global means already (Method.optimise).
                     elapsed = time.perf_counter() - t_window
                     record = _summarise(window, self.step, n_window * cfg.batch_size / elapsed)
+                    # The learning rate of this step (warm-up, decay) and the wall clock.
+                    record["lr"] = cfg.optim.lr * self.method.lr_scale(self.step - 1)
+                    record["wall_seconds"] = round(time.perf_counter() - t_run, 2)
+                    record["time"] = round(time.time(), 2)
                     logger.log(record)
-                    shown = ("loss_g", "loss_d", "l1", "img_per_s")
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in shown})
                     window, t_window, n_window = {}, time.perf_counter(), 0
-                bar.update(1)
+                    bar.stepped(record)
+                else:
+                    bar.stepped(None)
                 if self.step % cfg.sample_every == 0:
+                    bar.grid_started(self.grid_path())
+                    t_grid = time.perf_counter()
                     dist.together(self.sample_grid, main_only=True)
+                    bar.grid(self.grid_path(), time.perf_counter() - t_grid)
                     if self.is_main and getattr(self, "grid_stats", None):
                         logger.log({"step": self.step, **self.grid_stats})
-                        bar.set_postfix(self.grid_stats)
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
             if self.saved_step != self.step:
