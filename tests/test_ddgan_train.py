@@ -1,0 +1,94 @@
+"""DDGAN's training class on tiny nets: z matters after training, lazy R1, two learning rates."""
+
+import math
+
+import pytest
+import torch
+
+from udpm.errors import UDPMError
+from udpm.methods.ddgan import DDGANMethod, DDGANSettings, cosine_lr, settings_of
+from udpm.train.config import Config
+
+TINY_G = dict(
+    model_channels=8,
+    channel_mult=[1, 2],
+    num_blocks=1,
+    attn_resolutions=[],
+    dropout=0.0,
+    resolution=8,
+    embedding_channels=16,
+)
+TINY_D = dict(model_channels=8, channel_mult=[1, 2])
+
+
+def tiny_method(**settings):
+    config = Config(
+        method="ddgan",
+        resolution=8,
+        batch_size=4,
+        steps=10,
+        network=TINY_G,
+        discriminator=TINY_D,
+        grad_clip=0.0,
+    )
+    values = dict(T=2, z_dim=4, lazy_r1=2, lr_schedule="constant")
+    values.update(settings)
+    config.settings = DDGANSettings(**values)  # until the framework's Config has the field
+    return DDGANMethod(config, "cpu")
+
+
+def data(n=4):
+    return torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+
+
+def g_output(method, z):
+    G = method.modules["G"]
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        return G(x, torch.full((2,), 0.75), z=z)
+
+
+def test_generator_depends_on_z_after_a_few_steps():
+    m = tiny_method(optim={"lr": 2e-3, "betas": (0.5, 0.9)})
+    z1, z2 = torch.randn(2, 4), torch.randn(2, 4)
+    # The zero-initialised output conv hides z (and everything else) at first.
+    assert torch.equal(g_output(m, z1), g_output(m, z2))
+    x0 = data()
+    for step in range(4):
+        logs = m.step(x0, None, step)
+    assert math.isfinite(logs["loss_g"]) and math.isfinite(logs["loss_d"])
+    assert (g_output(m, z1) - g_output(m, z2)).abs().max() > 1e-4
+
+
+def test_lazy_r1_fires_on_the_right_steps():
+    m = tiny_method(lazy_r1=3)
+    x0 = data()
+    fired = [step for step in range(7) if "r1" in m.step(x0, None, step)]
+    assert fired == [0, 3, 6]
+    off = tiny_method(r1_gamma=0.0, lazy_r1=1)
+    assert "r1" not in off.step(x0, None, 0)
+
+
+def test_two_learning_rates_with_cosine_decay():
+    m = tiny_method(lr_schedule="cosine", lr_d=1e-3, lr_min=1e-5, optim={"lr": 2e-3})
+    lrs = []
+    for step in (0, 5, 10):
+        m.set_lr(step)
+        lrs.append({k: o.param_groups[0]["lr"] for k, o in m.optimizers.items()})
+    assert lrs[0] == {"G": 2e-3, "D": 1e-3}
+    assert lrs[2] == {"G": pytest.approx(1e-5), "D": pytest.approx(1e-5)}
+    assert lrs[1]["G"] == pytest.approx((2e-3 + 1e-5) / 2)
+    assert m.optimizers["G"].defaults["betas"] == (0.5, 0.9)
+    assert cosine_lr(0, 10, 1.0, 0.0, warmup=4) == pytest.approx(0.25)
+
+
+def test_settings_are_read_from_dicts_and_checked():
+    config = Config(method="ddgan")
+    config.settings = {"T": 2, "optim": {"lr": 3e-4}}
+    s = settings_of(config)
+    assert (s.T, s.optim.lr, s.optim.betas, s.lr_d) == (2, 3e-4, (0.5, 0.9), 1.25e-4)
+    config.settings = {"steps_T": 2}
+    with pytest.raises(UDPMError, match="unknown ddgan setting"):
+        settings_of(config)
+    with pytest.raises(UDPMError, match="lazy_r1"):
+        DDGANSettings(lazy_r1=0)
