@@ -26,8 +26,9 @@ ASSET = HERE.parent / "src" / "udpm" / "assets" / "pretrained" / "emoji32-udpm.s
 
 def real_images() -> torch.Tensor:
     from udpm.data import load_source
+    from udpm.images import from_uint8
 
-    return load_source("emoji32").images.float() / 127.5 - 1
+    return from_uint8(load_source("emoji32").images)
 
 
 def floor(real: torch.Tensor) -> dict:
@@ -139,7 +140,7 @@ def plot(result: dict) -> None:
 
 
 def export(args) -> None:
-    from udpm.train.checkpoint import load_model, save_model
+    from udpm.checkpoint import load_model, save_model
 
     state, meta = load_model(Path(args.checkpoint))
     meta["exported_from"] = Path(args.checkpoint).name

@@ -28,8 +28,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per level")
     args = p.parse_args()
 
+    from udpm.config import preset_config
     from udpm.methods.udpm import UDPMMethod
-    from udpm.train.config import preset_config
 
     config = preset_config(args.preset)
     method = UDPMMethod(config, "cpu")

@@ -16,6 +16,7 @@ longer-trained shipped model, and say how long it trained.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import subprocess
@@ -53,7 +54,7 @@ def git_commit() -> str:
 
 
 def train_seconds(run: Path) -> float:
-    from udpm.train.checkpoint import read_meta, resolve_model_file
+    from udpm.checkpoint import read_meta, resolve_model_file
 
     return float(read_meta(resolve_model_file(run)).get("train_seconds", 0.0))
 
@@ -82,10 +83,20 @@ def train_stage(args) -> None:
                     "sample_every=1000000",
                 ]
             )
-        while train_seconds(run) < args.budget_min * 60:
-            from udpm.train.checkpoint import read_meta, resolve_model_file
+        from udpm.checkpoint import read_meta, resolve_model_file
 
-            steps = read_meta(resolve_model_file(run))["step"] + args.chunk
+        def step_of(run):
+            return read_meta(resolve_model_file(run))["step"]
+
+        def spent(run):  # a step budget is fair on a shared machine; minutes only alone
+            if args.budget_steps:
+                return step_of(run) >= args.budget_steps
+            return train_seconds(run) >= args.budget_min * 60
+
+        while not spent(run):
+            steps = step_of(run) + args.chunk
+            if args.budget_steps:
+                steps = min(steps, args.budget_steps)
             print(f"{method}: {train_seconds(run) / 60:.1f} min so far, training to {steps}")
             code = main(
                 [
@@ -106,7 +117,7 @@ def train_stage(args) -> None:
 
 def udpm_checkpoint(args) -> Path:
     """The model file of the UDPM run whose training time is closest to the budget."""
-    from udpm.train.checkpoint import read_meta
+    from udpm.checkpoint import read_meta
 
     if args.udpm_checkpoint:
         return Path(args.udpm_checkpoint)
@@ -126,11 +137,9 @@ def load_row(args, method: str, kwargs: dict):
         path = sorted(Path(args.udpm_history).glob("model-*.safetensors"))[-1]
     else:
         path = udpm_checkpoint(args) if method == "udpm" else CACHE / f"run-{method}"
-    pipe = udpm.load(path)
     sampler = dict(kwargs)
-    if sampler.pop("scalar_posterior", False):
-        pipe.process.scalar_posterior = True
-    return pipe, sampler
+    changes = {"scalar_posterior": True} if sampler.pop("scalar_posterior", False) else {}
+    return udpm.load(path, **changes), sampler
 
 
 def eval_stage(args) -> None:
@@ -159,8 +168,9 @@ def eval_stage(args) -> None:
         sampling_s = time.perf_counter() - t0
         if real is None:
             from udpm.data import load_source
+            from udpm.images import from_uint8
 
-            real = load_source("emoji32").images.float() / 127.5 - 1
+            real = from_uint8(load_source("emoji32").images)
         quality = compute_metrics(
             fake, real, reference_key=dataset_identity("emoji32"), progress=False
         )
@@ -186,6 +196,9 @@ def eval_stage(args) -> None:
             "images_seen": meta.get("images_seen"),
             "checkpoint": meta.get("path"),
             "sampling_seconds_total": round(sampling_s, 1),
+            "sampler_options": pipe.sampler_options(**sampler),
+            "optimiser": dataclasses.asdict(pipe.config.optim),
+            "git_commit": git_commit(),
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(row, indent=2))
@@ -204,11 +217,12 @@ def floor_stage(args) -> None:
     """FD between two random halves of emoji32 at the same sample count: the floor."""
     from udpm.data import load_source
     from udpm.eval import compute_metrics
+    from udpm.images import from_uint8
 
     out = CACHE / f"floor-{args.n}.json"
     if out.exists() and not args.force:
         return
-    images = load_source("emoji32").images.float() / 127.5 - 1
+    images = from_uint8(load_source("emoji32").images)
     perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
     half = len(images) // 2
     fake, real = images[perm[: min(args.n, half)]], images[perm[half:]]
@@ -237,19 +251,30 @@ def describe_sampler(method: str, kwargs: dict) -> str:
 
 
 def report_stage(args) -> None:
-    rows = [json.loads(p.read_text()) for p in sorted(CACHE.glob("row-*.json"))]
+    # Rows measured in this checkout's cache replace the committed ones of the same name;
+    # committed rows not re-measured here are kept, so no row is dropped.
+    committed = (
+        json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() else {}
+    )
+    fresh = {
+        r["row"]: r for r in (json.loads(p.read_text()) for p in sorted(CACHE.glob("row-*.json")))
+    }
+    rows = [fresh.pop(r["row"], r) for r in committed.get("rows", [])] + list(fresh.values())
     order = [r[0] for r in ROWS]
     rows.sort(key=lambda r: order.index(r["row"]) if r["row"] in order else 99)
     for r in rows:  # labels from the row definitions, so old caches read the same
         _, method, kwargs = ROWS[order.index(r["row"])]
         r["method"] = method.replace("-shipped", " (shipped)")
         r["sampler"] = describe_sampler(method, kwargs)
+        if not method.startswith("udpm"):  # rows of udpm 0.1.0 have no options: unclipped
+            clipped = r.get("sampler_options", {}).get("clip_x0", False)
+            r["sampler"] += ", x̂₀ clipped" if clipped else ", x̂₀ not clipped"
     floors = sorted(CACHE.glob("floor-*.json"))
-    floor = json.loads(floors[-1].read_text()) if floors else None
+    floor = json.loads(floors[-1].read_text()) if floors else committed.get("floor")
     flops = {
         p.stem.removeprefix("flops-"): json.loads(p.read_text())
         for p in sorted(CACHE.glob("flops-*.json"))
-    }
+    } or committed.get("flops_ratio", {})
     lines = results_markdown(rows, floor, flops, args)
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
     (HERE / "results.json").write_text(
@@ -368,7 +393,7 @@ def plot(rows, floor, path: Path) -> None:
 
 def flops_stage(args) -> None:
     """FLOPs ratio of the paper presets (random weights; FLOPs do not depend on them)."""
-    from udpm.commands.bench import preset_pipeline
+    from udpm.eval.presets import preset_pipeline
     from udpm.eval.speed import full_resolution_pass_flops, sampling_flops
     from udpm.networks import count_parameters
 
@@ -401,6 +426,12 @@ def main() -> None:
         help="training budget per method, in minutes of recorded training time",
     )
     p.add_argument("--chunk", type=int, default=200, help="steps per training chunk")
+    p.add_argument(
+        "--budget-steps",
+        type=int,
+        help="train stage: a budget in steps instead of minutes (for a machine that is not "
+        "idle: minutes would then depend on the load)",
+    )
     p.add_argument(
         "--udpm-history",
         default="runs/emoji32_history",

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import udpm
+from udpm import checkpoint as ckpt
 from udpm.cli import main
 from udpm.errors import UDPMError
-from udpm.train import checkpoint as ckpt
 from udpm.train.loop import train
 
 from .test_train import tiny_config, tiny_npz  # noqa: F401  (fixture)
@@ -14,7 +14,7 @@ from .test_train import tiny_config, tiny_npz  # noqa: F401  (fixture)
 
 @pytest.mark.parametrize("method", ["ddpm", "simple"])
 def test_baseline_trains_resumes_and_samples(tmp_path, tiny_npz, method):  # noqa: F811
-    extra = {"diffusion": {"process": {"T": 50}}} if method == "ddpm" else {}
+    extra = {"T": 50} if method == "ddpm" else {}
     cfg = tiny_config(tiny_npz, method=method, steps=4, **extra)
     straight = train(cfg, tmp_path / "a", progress=False)
     half = tiny_config(tiny_npz, method=method, steps=2, **extra)
@@ -25,7 +25,9 @@ def test_baseline_trains_resumes_and_samples(tmp_path, tiny_npz, method):  # noq
     assert all(torch.equal(a[k], b[k]) for k in a)
     model = udpm.load(tmp_path / "a")
     assert model.config.method == method
-    assert model.config.diffusion["parameterization"] == ("eps" if method == "ddpm" else "v")
+    assert model.config.settings.parameterization == ("eps" if method == "ddpm" else "v")
+    if method == "ddpm":  # API: discrete-time processes expose β_1..β_T in float64
+        assert model.process.betas.dtype == torch.float64 and model.process.betas.numel() == 50
     x = model.sample(2, seed=3, steps=5)
     assert x.shape == (2, 3, 16, 16) and torch.equal(x, model.sample(2, seed=3, steps=5))
     y = model.sample(2, seed=3, sampler="ddim", steps=5, eta=0.0)
@@ -33,7 +35,7 @@ def test_baseline_trains_resumes_and_samples(tmp_path, tiny_npz, method):  # noq
 
 
 def test_ddpm_samplers_from_the_command_line(tmp_path, tiny_npz, capsys):  # noqa: F811
-    cfg = tiny_config(tiny_npz, method="ddpm", steps=2, diffusion={"process": {"T": 20}})
+    cfg = tiny_config(tiny_npz, method="ddpm", steps=2, T=20)
     train(cfg, tmp_path / "run", progress=False)
     for extra in (
         ["--sampler", "ancestral"],

@@ -102,8 +102,9 @@ def test_bench_json_has_the_api_fields(tmp_path, tiny_run):
 
 def test_eval_on_a_folder_of_samples(tmp_path, capsys):
     from udpm.data import load_source, save_images
+    from udpm.images import from_uint8
 
-    images = load_source("emoji32").images[:64].float() / 127.5 - 1
+    images = from_uint8(load_source("emoji32").images[:64])
     save_images(images, tmp_path / "s")
     out = tmp_path / "eval.json"
     assert (
@@ -171,3 +172,41 @@ def test_nan_images_are_refused_by_eval():
 
     with pytest.raises(UDPMError):
         compute_metrics(torch.full((4, 3, 32, 32), 5.0), "emoji32", metrics=("fd",))
+
+
+def test_features_command_trains_a_loadable_network(tmp_path, capsys):
+    from udpm.eval.features import feature_network_hash, load_feature_network
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 12)
+    images = (rng.random((36, 16, 16, 3)) * 60 + labels[:, None, None, None] * 80).astype(np.uint8)
+    np.savez(tmp_path / "tiny.npz", images=images, labels=labels)
+    out = tmp_path / "f.safetensors"
+    common = ["features", "--data", str(tmp_path / "tiny.npz"), "--out", str(out), "--epochs", "1"]
+    assert main([*common, "--widths", "8,x"]) == 1
+    assert "udpm features: error: --widths" in capsys.readouterr().err and not out.exists()
+    assert main([*common, "--widths", "8,16", "--batch-size", "16"]) == 0
+    stdout = capsys.readouterr().out  # epoch lines, then the record as JSON
+    info = json.loads(stdout[stdout.index("{") :])
+    net = load_feature_network(out)
+    assert net.config.widths == (8, 16) and net.config.num_classes == 3
+    assert info["weights_sha256"] == feature_network_hash(net)
+
+
+def test_eval_json_is_the_library_protocol(tmp_path, tiny_run, tiny_npz):  # noqa: F811
+    import udpm
+    from udpm.eval.protocol import evaluate, generate
+
+    out = tmp_path / "eval.json"
+    argv = ["eval", "--checkpoint", str(tiny_run), "--data", str(tiny_npz), "--n", "6"]
+    assert main([*argv, "--seed", "3", "--metrics", "fd,pr", "--json", str(out)]) == 0
+    written = json.loads(out.read_text())
+    pipe = udpm.load(tiny_run)
+    direct = evaluate(pipe, str(tiny_npz), n=6, seed=3, metrics=("fd", "pr"), progress=False)
+    for result in (written, direct):
+        del result["sampling_seconds"]
+    assert json.loads(json.dumps(direct, default=str)) == written
+    assert written["seeds"] == [3, 8] and written["n_reference"] == 12
+    # The same images given as a tensor are measured the same: the protocol is the images.
+    images, _ = generate(pipe, 6, seed=3, progress=False)
+    assert evaluate(images, str(tiny_npz), metrics=("fd",))["fd"] == pytest.approx(direct["fd"])

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 import udpm
+from udpm import checkpoint as ckpt
 from udpm.errors import UDPMError
-from udpm.train import checkpoint as ckpt
 from udpm.train import distributed as dist
 from udpm.train.loop import Trainer, train
 
@@ -34,9 +34,7 @@ RUNS = {
     # DDP + 2 micro-batches of 4 per rank; 4 keeps D's minibatch-std groups of one process.
     "accum": dict(batch_size=16, micro_batch=4, steps=3, class_conditional=True),
     "straight": dict(batch_size=8, steps=4),
-    "ddpm": dict(
-        method="ddpm", batch_size=8, micro_batch=2, steps=2, diffusion={"process": {"T": 20}}
-    ),
+    "ddpm": dict(method="ddpm", batch_size=8, micro_batch=2, steps=2, T=20),
 }
 
 

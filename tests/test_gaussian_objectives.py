@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from udpm.errors import UDPMError
+from udpm.objectives.denoiser import Denoiser
 from udpm.objectives.gaussian import (
     ddpm_simple_loss,
     diffusion_loss,
@@ -94,9 +95,7 @@ def test_loss_is_zero_for_the_right_answer_and_reproducible():
     }
     for name, net in oracle.items():
         for weighting in ("eps", "x0", "v"):
-            loss = diffusion_loss(
-                net, p, x0, t=t, noise=noise, parameterization=name, weighting=weighting
-            )
+            loss = diffusion_loss(Denoiser(net, name), p, x0, t=t, noise=noise, weighting=weighting)
             assert loss.item() < 1e-8, (name, weighting)
     net = Recorder(1)
     a = diffusion_loss(net, p, x0, generator=torch.Generator().manual_seed(3))
@@ -126,7 +125,7 @@ def test_weightings_follow_seed_004(process, t):
     x0, noise = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
     alpha, sigma = _coef(process, t)
     losses = {
-        w: diffusion_loss(net, process, x0, t=t, noise=noise, parameterization="v", weighting=w)
+        w: diffusion_loss(Denoiser(net, "v"), process, x0, t=t, noise=noise, weighting=w)
         for w in ("eps", "x0", "v")
     }
     v_hat = net(process.q_sample(x0, t, noise), process.network_time(t))
@@ -172,7 +171,7 @@ def test_diffusion_loss_with_multiscale():
     net = Recorder(1)
     x0, noise = torch.randn(2, 1, 64, 64), torch.randn(2, 1, 64, 64)
     t = torch.tensor([0.2, 0.7], dtype=torch.float64)
-    loss = diffusion_loss(net, p, x0, t=t, noise=noise, parameterization="v", multiscale_base=32)
+    loss = diffusion_loss(Denoiser(net, "v"), p, x0, t=t, noise=noise, multiscale_base=32)
     alpha, sigma = _coef(p, t)
     x_t = p.q_sample(x0, t, noise)
     _, eps_hat = predict_x0_eps(net(x_t, p.network_time(t)), x_t, alpha, sigma, "v")

@@ -126,17 +126,17 @@ def test_discrete_posterior_matches_dense_bayes(t, s):
         torch.randn(1, 1, 2, 2, dtype=torch.float64),
     )
     # The step s -> t by chaining single steps: ᾱ_{t|s} = ∏ α_k, σ_{t|s}² = 1 - ∏ α_k.
-    alpha_ts = math.sqrt(p.alphas[s + 1 : t + 1].prod().item())
+    alpha_ts = math.sqrt((1 - p.betas)[s + 1 : t + 1].prod().item())
     alpha_s = math.sqrt(p.alpha_bar(s).item())
     dense = _dense_posterior(
         alpha_s, math.sqrt(1 - alpha_s**2), alpha_ts, math.sqrt(1 - alpha_ts**2), x0, x_t
     )
-    mean, var = p.posterior_mean_var(x0, x_t, torch.tensor([t]), torch.tensor([s]))
+    mean, var = p.posterior_mean_var(x_t, x0, torch.tensor([t]), torch.tensor([s]))
     _check_posterior(mean, var, *dense)
 
 
 def test_discrete_posterior_is_ddpm_formula():
-    """The text-book form (BASELINES.md): ``β̃_t`` and the two mean coefficients, s = t - 1."""
+    """Ho et al. 2020, eq. 7: ``β̃_t`` and the two mean coefficients, s = t - 1."""
     p = DiscreteGaussianProcess.cosine()
     t = torch.tensor([3, 250, 998])
     x0, x_t = (
@@ -145,12 +145,12 @@ def test_discrete_posterior_is_ddpm_formula():
     )
     ab, ab_prev, beta = p.alphas_cumprod[t], p.alphas_cumprod[t - 1], p.betas[t]
     c0 = (ab_prev.sqrt() * beta / (1 - ab)).view(-1, 1, 1, 1)
-    ct = (p.alphas[t].sqrt() * (1 - ab_prev) / (1 - ab)).view(-1, 1, 1, 1)
-    mean, var = p.posterior_mean_var(x0, x_t, t)
+    ct = ((1 - p.betas)[t].sqrt() * (1 - ab_prev) / (1 - ab)).view(-1, 1, 1, 1)
+    mean, var = p.posterior_mean_var(x_t, x0, t)
     torch.testing.assert_close(mean, c0 * x0 + ct * x_t)
     torch.testing.assert_close(var.flatten(), (1 - ab_prev) / (1 - ab) * beta)
     # At t = 0 the posterior is the data itself.
-    mean, var = p.posterior_mean_var(x0, x_t, torch.tensor([0, 0, 0]))
+    mean, var = p.posterior_mean_var(x_t, x0, torch.tensor([0, 0, 0]))
     torch.testing.assert_close(mean, x0) and torch.testing.assert_close(var, torch.zeros_like(var))
 
 
@@ -164,10 +164,10 @@ def test_continuous_posterior_matches_dense_bayes(t, s, interpolate):
     )
     (alpha_t,), (sigma_t,) = (v.tolist() for v in p.alpha_sigma(torch.tensor([t])))
     (alpha_s,), (sigma_s,) = (v.tolist() for v in p.alpha_sigma(torch.tensor([s])))
-    alpha_ts = alpha_t / alpha_s  # seed 004: α_{t|s} = α_t/α_s, σ_{t|s}² = σ_t² - α_{t|s}² σ_s²
+    alpha_ts = alpha_t / alpha_s  # VDM/simple diffusion: α_{t|s} = α_t/α_s, σ_{t|s}² below
     sigma_ts = math.sqrt(sigma_t**2 - alpha_ts**2 * sigma_s**2)
     dense = _dense_posterior(alpha_s, sigma_s, alpha_ts, sigma_ts, x0, x_t)
-    mean, var = p.posterior_mean_var(x0, x_t, torch.tensor([t]), torch.tensor([s]))
+    mean, var = p.posterior_mean_var(x_t, x0, torch.tensor([t]), torch.tensor([s]))
     _check_posterior(mean, var, *dense)
 
 
@@ -175,12 +175,12 @@ def test_posterior_sample_uses_its_noise():
     p = DiscreteGaussianProcess.linear()
     x0, x_t, z = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
     t, s = torch.tensor([400, 10]), torch.tensor([300, 9])
-    mean, var = p.posterior_mean_var(x0, x_t, t, s)
-    torch.testing.assert_close(p.posterior_sample(x0, x_t, t, s, noise=z), mean + var.sqrt() * z)
+    mean, var = p.posterior_mean_var(x_t, x0, t, s)
+    torch.testing.assert_close(p.posterior_sample(x_t, x0, t, s, noise=z), mean + var.sqrt() * z)
     c = ContinuousGaussianProcess()
-    mean, var = c.posterior_mean_var(x0, x_t, 0.7, 0.2)
+    mean, var = c.posterior_mean_var(x_t, x0, 0.7, 0.2)
     torch.testing.assert_close(
-        c.posterior_sample(x0, x_t, 0.7, 0.2, noise=z), mean + var.sqrt() * z
+        c.posterior_sample(x_t, x0, 0.7, 0.2, noise=z), mean + var.sqrt() * z
     )
 
 

@@ -6,6 +6,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.schedulers import scheduling_ddpm
 
 from udpm.errors import UDPMError
+from udpm.objectives.denoiser import Denoiser
 from udpm.processes.gaussian import ContinuousGaussianProcess, DiscreteGaussianProcess
 from udpm.samplers.gaussian import (
     sample_continuous,
@@ -145,14 +146,13 @@ def test_ddpm_matches_stock_diffusers(ddpm_noise, parameterization, steps, clip)
     noises = seeded_gaussian_noises(SHAPE, range(2), steps)
     net = ToyNetwork(p, parameterization)
     ours = sample_ddpm(
-        net,
+        Denoiser(net, parameterization),
         p,
         SHAPE,
         noises=noises,
         steps=steps,
         variance="beta_tilde",
-        parameterization=parameterization,
-        clip_x0=0.4 if clip else None,
+        clip_x0=0.4 if clip else False,
     )
     ddpm_noise.extend(noises[1:])
     ref = DDPMScheduler(
@@ -185,14 +185,13 @@ def test_ddim_matches_stock_diffusers(parameterization, clip):
     noises = seeded_gaussian_noises(SHAPE, range(2), 20)
     net = ToyNetwork(p, parameterization)
     ours = sample_ddim(
-        net,
+        Denoiser(net, parameterization),
         p,
         SHAPE,
         noises=noises,
         steps=20,
         eta=0.5,
-        parameterization=parameterization,
-        clip_x0=0.4 if clip else None,  # the toy's x̂ reaches about 0.55
+        clip_x0=0.4 if clip else False,  # the toy's x̂ reaches about 0.55
     )
     ref = DDIMScheduler(
         num_train_timesteps=T,
@@ -270,8 +269,8 @@ def test_continuous_ancestral_is_ddim_eta_one():
         return torch.tanh(x) * time.view(-1, 1, 1, 1)
 
     noises = seeded_gaussian_noises(SHAPE, range(2), 16)
-    a = sample_continuous(net, p, SHAPE, noises=noises, steps=16, parameterization="v")
-    b = sample_continuous(net, p, SHAPE, noises=noises, steps=16, parameterization="v", eta=1.0)
+    a = sample_continuous(Denoiser(net, "v"), p, SHAPE, noises=noises, steps=16)
+    b = sample_continuous(Denoiser(net, "v"), p, SHAPE, noises=noises, steps=16, eta=1.0)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     c = sample_continuous(net, p, SHAPE, noises=noises, steps=16, variance="beta")
     assert not torch.allclose(a, c)
@@ -286,7 +285,7 @@ def test_errors():
         sample_ddim(net, p, SHAPE, n=1, variance="beta")
     with pytest.raises(UDPMError, match=r"eta must lie in \[0, 1\]"):
         sample_ddim(net, p, SHAPE, n=1, eta=1.5)
-    with pytest.raises(UDPMError, match="needs a ContinuousGaussianProcess"):
+    with pytest.raises(UDPMError, match="needs a continuous-time"):
         sample_continuous(net, p, SHAPE, n=1)
     with pytest.raises(UDPMError, match="expected 10 noise maps"):
         sample_ddpm(net, p, SHAPE, noises=seeded_gaussian_noises(SHAPE, [0], 3), steps=10)
@@ -342,6 +341,7 @@ def exact_moments(sampler, network, process, steps, stochastic, **kw):
     noises = [torch.zeros(batch, 1, 2, 2) for _ in range(K)]
     for k in range(maps):
         noises[k].view(batch, D)[1 + D * k : 1 + D * (k + 1)] = torch.eye(D)
+    network = Denoiser(network, kw.pop("parameterization", "eps"))
     out = sampler(network, process, (1, 2, 2), noises=noises, steps=steps, **kw)
     out = out.reshape(batch, D).double()
     A = (out[1:] - out[0]).T

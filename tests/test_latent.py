@@ -9,7 +9,9 @@ import torch
 from PIL import Image
 
 import udpm
+from udpm import checkpoint as ckpt
 from udpm.cli import main
+from udpm.config import flat_config
 from udpm.errors import UDPMError
 from udpm.latent import (
     Latent,
@@ -31,8 +33,6 @@ from udpm.latent import (
 )
 from udpm.pipeline import Pipeline, build_network
 from udpm.processes import UpsamplingProcess
-from udpm.train import checkpoint as ckpt
-from udpm.train.config import Config
 
 TINY_G = dict(
     model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[], resolution=8
@@ -50,7 +50,7 @@ def _one_thread():
 
 def tiny_pipe(network, num_classes=0, method="udpm"):
     """An untrained 32 px pipeline around conftest's ShuffleNet (a fresh one: new weights)."""
-    config = Config(resolution=32, method=method, class_conditional=bool(num_classes))
+    config = flat_config(resolution=32, method=method, class_conditional=bool(num_classes))
     meta = {"num_classes": num_classes}
     return Pipeline(type(network)(), UpsamplingProcess(), config, meta)
 
@@ -65,7 +65,7 @@ def checkpoints(tmp_path_factory):
     """Two untrained tiny UDPM model files (16 px) with different random weights (the UNet's
     zero-initialised output layer included, so that different latents give different images)."""
     folder = tmp_path_factory.mktemp("ckpt")
-    config = Config(resolution=16, network=TINY_G, perceptual="none")
+    config = flat_config(resolution=16, network=TINY_G, perceptual="none")
     paths = []
     for seed in (0, 1):
         torch.manual_seed(seed)

@@ -20,17 +20,16 @@ from udpm.eval.feature_training import (
     heldout_split,
     load_labelled,
     predict,
-    to_signed,
     train_feature_network,
 )
 from udpm.eval.features import (
     TorchmetricsFeature,
-    _parser,
     feature_network_hash,
     load_feature_network,
     read_feature_metadata,
 )
 from udpm.eval.metrics import frechet_distance, kernel_inception_distance, precision_recall
+from udpm.images import from_uint8
 
 N_SUBSET = 600  # images per set in the image-level checks: enough for stable FD, fast on CPU
 
@@ -51,7 +50,7 @@ def subset(emoji32):
     """2 × N_SUBSET distinct emoji32 images in [-1, 1], in random order."""
     images, _ = emoji32
     perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(1))
-    return to_signed(images[perm[: 2 * N_SUBSET]])
+    return from_uint8(images[perm[: 2 * N_SUBSET]])
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +124,17 @@ def test_training_is_deterministic_given_seed(tmp_path):
     assert first["weights_sha256"] == second["weights_sha256"]
     loaded = load_feature_network(tmp_path / "a.safetensors")
     assert feature_network_hash(loaded) == first["weights_sha256"]
-    assert loaded(to_signed(torch.zeros(2, 3, 16, 16, dtype=torch.uint8))).shape == (2, 16)
+    assert loaded(from_uint8(torch.zeros(2, 3, 16, 16, dtype=torch.uint8))).shape == (2, 16)
 
 
 def test_every_training_flag_is_documented():
-    actions = [a for a in _parser()._actions if a.dest != "help"]
+    import argparse
+
+    from udpm.commands.features import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    actions = [a for a in parser._actions if a.dest != "help"]
     assert {"data", "out", "seed", "epochs"} <= {a.dest for a in actions}
     assert all(a.help for a in actions)
 

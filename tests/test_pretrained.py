@@ -3,9 +3,9 @@
 import torch
 
 import udpm
+from udpm.checkpoint import read_meta
 from udpm.cli import main
 from udpm.pipeline import pretrained_path
-from udpm.train.checkpoint import read_meta
 
 
 def test_shipped_model_loads_and_samples_reproducibly():

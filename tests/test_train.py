@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 import udpm
+from udpm import checkpoint as ckpt
+from udpm.config import Config, apply_overrides, flat_config, preset_config
 from udpm.errors import UDPMError
-from udpm.train import checkpoint as ckpt
-from udpm.train.config import Config, apply_overrides, preset_config
 from udpm.train.loop import Trainer, train
 
 TINY_G = dict(
@@ -33,7 +33,6 @@ def tiny_config(data, **kw) -> Config:
         steps=4,
         warmup=2,
         ema_decay=0.9,
-        perceptual="none",
         network=TINY_G,
         discriminator=TINY_D,
         log_every=1,
@@ -41,8 +40,10 @@ def tiny_config(data, **kw) -> Config:
         checkpoint_every=2,
         keep=2,
     )
+    if kw.get("method", "udpm") == "udpm":
+        values["perceptual"] = "none"
     values.update(kw)
-    return Config(**values)
+    return flat_config(**values)
 
 
 @pytest.fixture
@@ -163,7 +164,7 @@ def test_overrides_and_presets():
         ["ema_decay=0.5", "network.dropout=0.3", "alphas=[0.5, 0.3, 0.1]"],
     )
     assert config.ema_decay == 0.5 and config.network["dropout"] == 0.3
-    assert config.alphas == (0.5, 0.3, 0.1)
+    assert config.settings.alphas == (0.5, 0.3, 0.1)
     with pytest.raises(UDPMError, match="unknown config field 'nope'"):
         apply_overrides(config, ["nope=1"])
     with pytest.raises(UDPMError, match="not of the form key=value"):
@@ -171,5 +172,5 @@ def test_overrides_and_presets():
     with pytest.raises(UDPMError, match="unknown preset"):
         preset_config("imagenet")
     paper = preset_config("cifar10")
-    assert paper.lr == 1e-4 and paper.batch_size == 64 and paper.steps == 600_000
-    assert paper.r1 == (0.025, 0.1, 0.4) and paper.discriminator["dropout"] == 0.4
+    assert paper.optim.lr == 1e-4 and paper.batch_size == 64 and paper.steps == 600_000
+    assert paper.settings.r1 == (0.025, 0.1, 0.4) and paper.discriminator["dropout"] == 0.4

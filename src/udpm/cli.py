@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["train", "sample", "info", "demo", "eval", "bench", "latent"]
+COMMANDS = ["train", "sample", "info", "demo", "eval", "bench", "latent", "features"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,7 +56,9 @@ class NoiseSource:
         shape = tuple(int(s) for s in shape)
         if self.maps is not None:
             if self.count >= len(self.maps):
-                raise UDPMError(f"the latent has {len(self.maps)} noise maps; the sampler needs more")
+                raise UDPMError(
+                    f"the latent has {len(self.maps)} noise maps; the sampler needs more"
+                )
             noise = self.maps[self.count]
             if tuple(noise.shape) != (self.n, *shape):
                 raise UDPMError(
@@ -68,10 +70,13 @@ class NoiseSource:
         self.count += 1
         return noise.to(device=self.device, dtype=torch.float32)
 
-    def check_used(self, needed: int) -> None:
-        """Raise unless an explicit latent has exactly ``needed`` maps."""
-        if self.maps is not None and len(self.maps) != needed:
-            raise UDPMError(f"expected {needed} noise maps, got {len(self.maps)}")
+    def check_used(self, needed: int, exact: bool = True, what: str = "") -> None:
+        """Raise unless an explicit latent has ``needed`` maps (at least, if not ``exact``)."""
+        if self.maps is None:
+            return
+        have = len(self.maps)
+        if have < needed or (exact and have != needed):
+            raise UDPMError(f"expected {needed} noise maps{what}, got {have}")
 
 
 def seeded_noise(shapes: Sequence[Sequence[int]], seeds: Sequence[int]) -> list[torch.Tensor]:

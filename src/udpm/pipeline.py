@@ -1,7 +1,8 @@
 """A trained model ready to sample: ``udpm.load(path)``.
 
 The checkpoint carries its config, so this needs only the path. ``udpm.load()`` with no
-path loads the model shipped inside the package.
+path loads the model shipped inside the package. Everything method-specific is asked of
+the model's :class:`~udpm.methods.spec.MethodSpec`.
 """
 
 from __future__ import annotations
@@ -11,36 +12,12 @@ from pathlib import Path
 
 import torch
 
+from udpm.checkpoint import load_model, resolve_model_file
+from udpm.config import Config
 from udpm.errors import UDPMError
-from udpm.processes.upsampling import UpsamplingProcess
-from udpm.train.checkpoint import load_model, resolve_model_file
-from udpm.train.config import Config
+from udpm.methods.registry import get_spec
 
 PRETRAINED = "pretrained/emoji32-udpm.safetensors"
-
-
-def build_process(config: Config) -> UpsamplingProcess:
-    from udpm.processes import process_from_config
-
-    return process_from_config(
-        {
-            "alphas": config.alphas,
-            "sigmas": config.sigmas,
-            "factor": config.factor,
-            "kernel": config.kernel,
-        }
-    )
-
-
-def build_network(config: Config, num_classes: int = 0) -> torch.nn.Module:
-    """The generator of ``config.method``: UDPM's ends in a pixel shuffle, the others do not."""
-    from udpm.networks import UNet
-
-    kwargs = dict(config.network)
-    kwargs.setdefault("image_channels", config.channels)
-    kwargs["num_classes"] = num_classes if config.class_conditional else 0
-    kwargs["out_factor"] = config.factor if config.method == "udpm" else 1
-    return UNet(**kwargs)
 
 
 def pretrained_path() -> Path:
@@ -48,6 +25,16 @@ def pretrained_path() -> Path:
     if not path.is_file():
         raise UDPMError("this installation ships no pretrained model (assets/" + PRETRAINED + ")")
     return Path(str(path))
+
+
+def build_network(config: Config, num_classes: int = 0) -> torch.nn.Module:
+    """The generator of ``config.method`` (its model file's network)."""
+    return get_spec(config.method).build_generator(config, num_classes)
+
+
+def build_process_for(config: Config):
+    """The process of ``config.method``."""
+    return get_spec(config.method).build_process(config)
 
 
 class Pipeline:
@@ -64,6 +51,16 @@ class Pipeline:
         self.network, self.process, self.config = network.eval(), process, config
         self.meta = meta or {}
 
+    @classmethod
+    def from_config(cls, config: Config, num_classes: int = 0, device="cpu") -> Pipeline:
+        """An untrained pipeline of ``config`` (random weights; benchmarks, tests)."""
+        network = build_network(config, num_classes).to(device)
+        return cls(network, build_process_for(config), config, {"num_classes": num_classes})
+
+    @property
+    def spec(self):
+        return get_spec(self.config.method)
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.config.channels, self.config.resolution, self.config.resolution)
@@ -79,6 +76,14 @@ class Pipeline:
     def to(self, device) -> Pipeline:
         self.network.to(device)
         return self
+
+    def sampler_options(self, **given) -> dict:
+        """This model's sampler options: ``given`` over its settings and its method's defaults."""
+        return self.spec.options(given, self.config)
+
+    def latent_shapes(self, **sampler_options) -> list[tuple]:
+        """Shapes of one image's noise maps, in the order its sampler consumes them."""
+        return self.spec.latent_shapes(self, self.sampler_options(**sampler_options))
 
     def class_labels(self, n: int, class_label: int | None, seed: int) -> torch.Tensor | None:
         """Labels for ``n`` images: the given class, or per-seed random classes."""
@@ -108,11 +113,14 @@ class Pipeline:
         batch_size: int = 256,
         return_levels: bool = False,
         progress: bool = False,
-        **sampler_kwargs,
+        **sampler_options,
     ):
         """``n`` images in ``[-1, 1]``, shape ``(n, C, H, W)``; image ``i`` uses seed ``seed+i``.
 
-        ``noises`` (UDPM: the ``L`` per-level maps) overrides ``n`` and ``seed``.
+        ``noises`` (the latent: the maps of :meth:`latent_shapes`, each (N, ...)) overrides
+        ``n`` and ``seed``. ``return_levels`` (UDPM) also returns the per-level previews
+        (n, L, C, H, W); other methods raise a one-line error. ``sampler_options`` are the
+        method's (DDPM/DDIM: ``sampler``, ``steps``, ``eta``, ``clip_x0``).
         """
         from udpm.samplers.dispatch import sample_batches
 
@@ -125,7 +133,7 @@ class Pipeline:
             batch_size=batch_size,
             return_levels=return_levels,
             progress=progress,
-            **sampler_kwargs,
+            **sampler_options,
         )
 
     def __repr__(self) -> str:
@@ -135,26 +143,37 @@ class Pipeline:
         )
 
 
-def load(path: str | Path | None = None, device: str | torch.device = "cpu") -> Pipeline:
-    """Load a checkpoint (model file or run directory); ``None`` means the shipped model."""
+def load(
+    path: str | Path | None = None, device: str | torch.device = "cpu", **config_changes
+) -> Pipeline:
+    """Load a checkpoint (model file or run directory); ``None`` means the shipped model.
+
+    ``config_changes`` replace settings that only affect sampling, e.g.
+    ``udpm.load(path, scalar_posterior=True)`` samples with the authors' posterior.
+    """
     file = pretrained_path() if path is None else resolve_model_file(Path(path))
     state, meta = load_model(file)
     config = Config.from_dict(meta["config"])
+    if config_changes:
+        config = _with_settings(config, config_changes)
     network = build_network(config, num_classes=int(meta.get("num_classes", 0)))
     try:
         network.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise UDPMError(f"checkpoint {file} does not match its own config ({first})")
-    process = build_process_for(config)
     meta = {**meta, "path": str(file)}
-    return Pipeline(network.to(device), process, config, meta)
+    return Pipeline(network.to(device), build_process_for(config), config, meta)
 
 
-def build_process_for(config: Config):
-    """The process of ``config.method``."""
-    if config.method == "udpm":
-        return build_process(config)
-    from udpm.methods.diffusion import build_gaussian_process
+def _with_settings(config: Config, changes: dict) -> Config:
+    import dataclasses
 
-    return build_gaussian_process(config)
+    from udpm.config.typed import build_dataclass
+
+    values = {f.name: getattr(config.settings, f.name) for f in dataclasses.fields(config.settings)}
+    unknown = sorted(set(changes) - set(values))
+    if unknown:
+        raise UDPMError(f"{config.method} models have no setting(s) {', '.join(unknown)}")
+    settings = build_dataclass(type(config.settings), {**values, **changes}, "settings")
+    return config.replace(settings=settings)

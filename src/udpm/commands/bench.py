@@ -10,7 +10,7 @@ HELP = "measure sampling cost: NFE, FLOPs per image (torch's counter), ms per im
 
 def register(sub) -> None:
     from udpm.commands.sample import add_sampler_arguments
-    from udpm.train.config import PRESETS
+    from udpm.config import PRESETS
 
     p = sub.add_parser(
         "bench",
@@ -44,27 +44,13 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def preset_pipeline(name: str, device):
-    """A pipeline with a preset's architecture and random weights (for cost only)."""
-    import torch
-
-    from udpm.pipeline import Pipeline, build_network, build_process_for
-    from udpm.train.config import preset_config
-
-    config = preset_config(name)
-    num_classes = config.network.get("num_classes", 0) if config.class_conditional else 0
-    torch.manual_seed(0)
-    network = build_network(config, num_classes=num_classes)
-    meta = {"num_classes": num_classes, "preset": name}
-    return Pipeline(network.to(device), build_process_for(config), config, meta)
-
-
 def run(args) -> int:
     import udpm
     from udpm.commands.sample import sampler_kwargs
+    from udpm.device import resolve_device
     from udpm.errors import UDPMError
+    from udpm.eval.presets import preset_pipeline
     from udpm.eval.speed import benchmark
-    from udpm.train.loop import resolve_device
 
     device = resolve_device(args.device)
     try:

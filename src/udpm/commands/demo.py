@@ -24,6 +24,7 @@ def run(args) -> int:
     from udpm.data import load_source, save_image_grid
     from udpm.errors import UDPMError
     from udpm.figures import forward_process_figure, levels_figure, posterior_figure
+    from udpm.images import from_uint8
     from udpm.pipeline import load
     from udpm.processes import UpsamplingProcess
 
@@ -48,7 +49,7 @@ def run(args) -> int:
             f"{pipe.meta.get('step')})"
         )
     data = load_source("emoji32")
-    x0 = data.images[[5, 1200, 2500, 3300]].float() / 127.5 - 1
+    x0 = from_uint8(data.images[[5, 1200, 2500, 3300]])
     process = UpsamplingProcess()
     written.append(forward_process_figure(process, x0, args.out / "forward_process.png"))
     written.append(posterior_figure(process, x0[1:2], args.out / "posterior_draws.png"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 HELP = "measure samples against real images: FD, KID, precision/recall (and Inception FID)"
@@ -49,89 +48,62 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def generate(args):
-    """``(images, protocol)`` from the checkpoint, timing the sampling.
-
-    Under torchrun the seeds are sharded over the ranks and every rank gets all images.
-    """
-    import udpm
-    from udpm.commands.sample import sampler_kwargs
-    from udpm.samplers.dispatch import sample_sharded
-    from udpm.train import distributed as dist
-    from udpm.train.loop import resolve_device
-
-    pipe = udpm.load(args.checkpoint, device=dist.local_device(resolve_device(args.device)))
-    t0 = time.perf_counter()
-    images = sample_sharded(
-        pipe,
-        args.n,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        progress=True,
-        **sampler_kwargs(args),
-    )
-    protocol = {
-        "checkpoint": pipe.meta.get("path"),
-        "method": pipe.config.method,
-        "step": pipe.meta.get("step"),
-        "seeds": [args.seed, args.seed + args.n - 1],
-        "sampler": sampler_kwargs(args),
-        "sampling_seconds": round(time.perf_counter() - t0, 2),
-    }
-    return images, protocol
-
-
-def read_samples(folder: Path, resolution: int | None):
-    from udpm.data import load_source
-
-    data = load_source(str(folder), resolution=resolution)
-    return data.images.float() / 127.5 - 1, {"samples": str(folder)}
-
-
 def run(args) -> int:
-    from udpm.data import load_source
+    from udpm.commands.sample import sampler_kwargs
     from udpm.errors import UDPMError
-    from udpm.eval import compute_metrics
-    from udpm.eval.reference import dataset_identity
+    from udpm.eval.protocol import generate, measure, read_samples, reference_images
     from udpm.train import distributed as dist
 
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
-    real = load_source(args.data)
-    real_images = real.images.float() / 127.5 - 1
+    real, resolution = reference_images(args.data)
     if args.samples:
         if dist.env_rank() != 0:  # nothing to shard under torchrun: rank 0 measures
             return 0
-        fake, protocol = read_samples(args.samples, real.resolution)
+        fake, protocol = read_samples(args.samples, resolution)
     else:
         if args.n < 2:
             raise UDPMError(f"--n must be at least 2, got {args.n}")
         with dist.process_group(args.device):  # under torchrun: seeds sharded over the ranks
-            fake, protocol = generate(args)
+            fake, protocol = generate(
+                load_model(args),
+                args.n,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                **sampler_kwargs(args),
+            )
             main = dist.rank() == 0
         # Measured once, by rank 0 outside the group: torchmetrics would otherwise sync
         # its feature states over the ranks.
         if not main:
             return 0
-    if tuple(fake.shape[1:]) != tuple(real_images.shape[1:]):
-        raise UDPMError(
-            f"samples have shape {tuple(fake.shape[1:])} but {args.data} images "
-            f"have {tuple(real_images.shape[1:])}"
-        )
-    result = compute_metrics(
+    result = measure(
         fake,
-        real_images,
+        args.data,
+        protocol,
         metrics=metrics,
         feature_net=args.feature_net,
         batch_size=args.batch_size,
-        reference_key=dataset_identity(args.data),
         inception_weights=args.inception_weights,
+        real=real,
     )
-    result.update(protocol, reference=args.data, n_reference=len(real_images))
+    write_result(result, args.json)
+    return 0
+
+
+def load_model(args):
+    """The checkpoint on this process's device (under torchrun: its local GPU)."""
+    import udpm
+    from udpm.device import resolve_device
+    from udpm.train import distributed as dist
+
+    return udpm.load(args.checkpoint, device=dist.local_device(resolve_device(args.device)))
+
+
+def write_result(result: dict, path: Path | None) -> None:
     for key in ("fd", "kid_mean", "precision", "recall", "fid"):
         if key in result:
             print(f"{key:10s} {result[key]:.4g}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str))
-        print(f"wrote {args.json}")
-    return 0
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2, default=str))
+        print(f"wrote {path}")

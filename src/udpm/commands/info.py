@@ -21,15 +21,19 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from udpm.checkpoint import read_meta, resolve_model_file
     from udpm.pipeline import pretrained_path
-    from udpm.train.checkpoint import read_meta, resolve_model_file
 
     path = pretrained_path() if args.checkpoint is None else resolve_model_file(args.checkpoint)
     meta = read_meta(path)
     if args.json:
         print(json.dumps(meta, indent=2))
         return 0
-    cfg = meta["config"]
+    from udpm.config import Config
+    from udpm.methods import get_spec
+
+    config = Config.from_dict(meta["config"])
+    cfg = config.to_dict()
     print(f"checkpoint   {path}")
     print(f"method       {meta['method']} ({meta['kind']}, EMA weights)")
     print(
@@ -41,9 +45,7 @@ def run(args) -> int:
         f"{meta.get('train_seconds', 0) / 60:.1f} min of training"
     )
     print(f"network      {cfg['network']}")
-    if cfg["method"] == "udpm":
-        print(
-            f"process      alphas {cfg['alphas']}, sigmas {cfg['sigmas']}, factor {cfg['factor']}"
-        )
+    print(f"process      {get_spec(config.method).describe(config)}")
+    print(f"optimiser    {config.optim}")
     print(f"version      udpm {meta.get('udpm_version')}")
     return 0

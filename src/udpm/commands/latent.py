@@ -117,8 +117,8 @@ def register(sub) -> None:
 
 def _load(args):
     import udpm
+    from udpm.device import resolve_device
     from udpm.latent import require_udpm
-    from udpm.train.loop import resolve_device
 
     pipe = udpm.load(args.checkpoint, device=resolve_device(args.device))
     require_udpm(pipe)

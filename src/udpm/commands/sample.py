@@ -47,18 +47,38 @@ def register(sub) -> None:
 
 
 def add_sampler_arguments(p) -> None:
-    """``--sampler/--steps/--eta``, shared by sample, eval and bench (baselines only)."""
-    p.add_argument("--sampler", help="baselines: ancestral | ddim (default: the method's)")
-    p.add_argument("--steps", type=int, help="baselines: number of sampling steps")
-    p.add_argument("--eta", type=float, help="DDIM: stochasticity η in [0, 1]")
+    """``--sampler/--steps/--eta/--clip-x0``, shared by sample, eval and bench (baselines)."""
+    import argparse
+
+    p.add_argument(
+        "--sampler",
+        choices=("ancestral", "ddim"),
+        help="DDPM/simple: the sampler (default: the model's, ancestral)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="DDPM/simple: number of sampling steps (default: DDPM ancestral T = 1000, "
+        "DDIM 50, simple 256; UDPM always takes its L levels)",
+    )
+    p.add_argument("--eta", type=float, help="DDIM: stochasticity η in [0, 1] (default 0)")
+    p.add_argument(
+        "--clip-x0",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="DDPM/simple: clip the predicted x̂₀ to [-1, 1] at every step, as Ho et al.'s "
+        "sampler does (default: on)",
+    )
 
 
 def sampler_kwargs(args) -> dict:
-    return {
-        k: v
-        for k, v in {"sampler": args.sampler, "steps": args.steps, "eta": args.eta}.items()
-        if v is not None
+    given = {
+        "sampler": args.sampler,
+        "steps": args.steps,
+        "eta": args.eta,
+        "clip_x0": getattr(args, "clip_x0", None),
     }
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def run(args) -> int:
@@ -71,20 +91,15 @@ def run(args) -> int:
 def write_samples(args) -> int:
     import udpm
     from udpm.data import save_image_grid, save_images
+    from udpm.device import resolve_device
     from udpm.errors import UDPMError
     from udpm.samplers.dispatch import sample_sharded
     from udpm.train import distributed as dist
-    from udpm.train.loop import resolve_device
 
     if args.n < 1:
         raise UDPMError(f"--n must be at least 1, got {args.n}")
     pipe = udpm.load(args.checkpoint, device=dist.local_device(resolve_device(args.device)))
     kwargs = sampler_kwargs(args)
-    if kwargs and pipe.config.method == "udpm":
-        raise UDPMError(
-            "--sampler/--steps/--eta apply to diffusion baselines; UDPM always "
-            f"takes {pipe.process.levels} steps"
-        )
     out = sample_sharded(
         pipe,
         args.n,

@@ -8,7 +8,8 @@ HELP = "train UDPM (or a baseline) on your images; writes a run directory"
 
 
 def register(sub) -> None:
-    from udpm.train.config import PRESETS
+    from udpm.config import PRESETS
+    from udpm.methods import names
 
     p = sub.add_parser(
         "train",
@@ -36,7 +37,12 @@ def register(sub) -> None:
         choices=sorted(PRESETS),
         help="hyperparameters to start from (default: emoji32-cpu)",
     )
-    p.add_argument("--method", help="udpm | ddpm | simple (default: the preset's)")
+    p.add_argument(
+        "--method",
+        choices=names(),
+        help="the method (default: the preset's); its settings start from its paper's "
+        "defaults, so prefer a preset made for it (e.g. emoji32-cpu-ddpm)",
+    )
     p.add_argument("--steps", type=int, help="total number of training steps")
     p.add_argument(
         "--resume",
@@ -54,7 +60,7 @@ def register(sub) -> None:
         help="per-device micro-batch; the global batch must be processes × micro-batch × "
         "accumulation steps (default: global batch / processes, no accumulation)",
     )
-    p.add_argument("--lr", type=float, help="Adam learning rate for G and D")
+    p.add_argument("--lr", type=float, help="learning rate (the method's optimiser, G and D)")
     p.add_argument("--seed", type=int, help="seed of every random generator of the run")
     p.add_argument("--resolution", type=int, help="resize and centre-crop images to this")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
@@ -71,14 +77,16 @@ def register(sub) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override any config field, e.g. --set ema_decay=0.999 or "
-        "--set network.model_channels=64 (repeatable; values are YAML)",
+        "--set network.model_channels=64 or --set r1=[0.1,0.2,0.4] (repeatable; values are "
+        "YAML, converted to the field's type; keys of the method's settings and optimiser "
+        "work unprefixed, e.g. lr, warmup, T)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def build_config(args):
-    from udpm.train.config import apply_overrides, preset_config
+    from udpm.config import apply_overrides, preset_config
 
     config = preset_config(args.preset)
     flags = {

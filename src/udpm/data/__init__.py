@@ -19,8 +19,9 @@ Every bad input raises `udpm.errors.UDPMError` with a one-line message naming th
 """
 
 from udpm.data.imageset import ImageDataset, ImageSet, check_divisible
-from udpm.data.save import save_image_grid, save_images, to_uint8
+from udpm.data.save import save_image_grid, save_images
 from udpm.data.sources import EMBEDDED_DATASETS, IMAGE_EXTENSIONS, load_source
+from udpm.images import to_uint8  # re-exported: udpm.data.to_uint8 is public
 
 __all__ = [
     "EMBEDDED_DATASETS",

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from udpm.errors import UDPMError
+from udpm.images import from_uint8
 
 
 @dataclass(repr=False)
@@ -120,7 +121,7 @@ class ImageDataset(Dataset):
         return len(self.image_set)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        x = self.image_set.images[index].to(torch.float32) / 127.5 - 1.0
+        x = from_uint8(self.image_set.images[index])
         if self.hflip and torch.rand(()) < 0.5:
             x = x.flip(-1)
         labels = self.image_set.labels

@@ -11,18 +11,7 @@ import torch
 from PIL import Image
 
 from udpm.errors import UDPMError
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [-1, 1] -> uint8 in 0..255, same shape; -1 -> 0, 1 -> 255.
-
-    Values outside [-1, 1] are clipped and NaNs become mid-grey, so a diverged sample still
-    writes a file. uint8 input is returned unchanged.
-    """
-    if images.dtype == torch.uint8:
-        return images
-    x = torch.nan_to_num(images.detach().to(torch.float32), nan=0.0)
-    return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+from udpm.images import to_uint8
 
 
 def _to_hwc(images: torch.Tensor) -> np.ndarray:

@@ -8,16 +8,17 @@ is an optional extra (`inception`). Real-image statistics are cached on disk (`r
     compute_metrics(samples, "emoji32")  # samples: (N, 3, 32, 32) in [-1, 1]
     # {'fd': ..., 'kid_mean': ..., 'kid_std': ..., 'precision': ..., 'recall': ..., ...}
 
-Modules: `features` (the feature network, its loader, hash and training command),
+Modules: `features` (the feature network, its loader and hash; `udpm features` trains it),
 `feature_training` (the training recipe), `metrics` (FD, KID, precision/recall on feature
 tensors), `reference` (the on-disk cache), `inception` (standard FID), `compute`
-(`compute_metrics`, the high-level entry point).
+(`compute_metrics`, the high-level entry point), `protocol` (`evaluate`: the sampling
+protocol of ``udpm eval``), `speed` (the cost measurements of ``udpm bench``) and
+`presets` (a preset's architecture with random weights, to measure its cost).
 """
 
 from importlib import import_module
 
-# Names are imported on first use (PEP 562): `import udpm.eval` stays light, and
-# `python -m udpm.eval.features` does not find its own module already imported.
+# Names are imported on first use (PEP 562), so `import udpm.eval` stays light.
 _EXPORTS = {
     "compute_metrics": "compute",
     "extract_features": "compute",
@@ -33,6 +34,8 @@ _EXPORTS = {
     "dataset_identity": "reference",
     "default_cache_dir": "reference",
     "InceptionFID": "inception",
+    "evaluate": "protocol",
+    "preset_pipeline": "presets",
 }
 
 __all__ = sorted(_EXPORTS)

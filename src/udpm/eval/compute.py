@@ -20,6 +20,7 @@ from udpm.errors import UDPMError
 from udpm.eval import metrics as M
 from udpm.eval import reference
 from udpm.eval.features import feature_network_hash, load_feature_network
+from udpm.images import from_uint8
 
 ALL_METRICS = ("fd", "kid", "pr", "fid")
 Images = torch.Tensor | Iterable
@@ -37,7 +38,7 @@ def iter_batches(images: Images, batch_size: int) -> Iterator[torch.Tensor]:
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
             raise UDPMError(f"expected image batches (N, C, H, W), got {_describe(x)}")
         if x.dtype == torch.uint8:
-            x = x.float() / 127.5 - 1
+            x = from_uint8(x)
         elif float(x.abs().max()) > 2:
             raise UDPMError(
                 f"images must lie in [-1, 1], found values up to {float(x.abs().max()):.3g}"

@@ -22,7 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from udpm.errors import UDPMError
-from udpm.eval.features import FeatureNet, FeatureNetConfig, feature_network_hash
+from udpm.eval.features import (
+    FeatureNet,
+    FeatureNetConfig,
+    feature_network_hash,
+    save_feature_network,
+)
+from udpm.images import from_uint8
 
 
 @dataclass(frozen=True)
@@ -72,11 +78,6 @@ def heldout_split(
     return torch.cat(train).sort().values, torch.cat(heldout).sort().values
 
 
-def to_signed(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1], the range every udpm model works in."""
-    return images_uint8.float() / 127.5 - 1
-
-
 def augment(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tensor:
     """Random horizontal flips and translations by up to ``shift`` pixels (white fill)."""
     n, _, h, w = x.shape
@@ -90,7 +91,7 @@ def augment(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tensor:
 @torch.no_grad()
 def predict(net: FeatureNet, images_uint8: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     net.eval()
-    chunks = [net.logits(to_signed(b)).argmax(1) for b in images_uint8.split(batch_size)]
+    chunks = [net.logits(from_uint8(b)).argmax(1) for b in images_uint8.split(batch_size)]
     return torch.cat(chunks)
 
 
@@ -107,8 +108,6 @@ def train_feature_network(
     options: TrainOptions, out: str | os.PathLike | None = None, log=None
 ) -> dict:
     """Train a `FeatureNet` on ``options.data``; save it to ``out`` if given; return its record."""
-    from udpm.eval.features import save_feature_network
-
     torch.set_num_threads(options.threads)
     images, labels, names = load_labelled(options.data)
     train_idx, heldout_idx = heldout_split(labels, options.heldout_fraction, options.seed)
@@ -123,7 +122,7 @@ def train_feature_network(
     torch.manual_seed(options.seed)  # initial weights
     net = FeatureNet(config)
     start = time.perf_counter()
-    _fit(net, to_signed(images[train_idx]), labels[train_idx], options, log)
+    _fit(net, from_uint8(images[train_idx]), labels[train_idx], options, log)
     train_acc = accuracies(predict(net, images[train_idx]), labels[train_idx])
     held_acc = accuracies(predict(net, images[heldout_idx]), labels[heldout_idx])
     info = {

@@ -8,7 +8,7 @@ of an image is the network's penultimate layer: the global average of the last c
 
 Retrain the shipped weights (deterministic given ``--seed``; a few minutes on one CPU core)::
 
-    python -m udpm.eval.features --data emoji32 --out src/udpm/assets/features/emoji32.safetensors
+    udpm features --data emoji32 --out src/udpm/assets/features/emoji32.safetensors
 
 Distances measured with different feature networks are not comparable, so every result
 carries `feature_network_hash`, a digest of the weights.
@@ -16,11 +16,9 @@ carries `feature_network_hash`, a digest of the weights.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -204,75 +202,3 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
         f"unknown feature network {name!r}: give a .safetensors path or one of "
         f"{', '.join(SHIPPED_FEATURE_NETWORKS)}"
     )
-
-
-# ---------------------------------------------------------------------------------------
-# Command line: retrain a feature network.
-
-
-def _parser() -> argparse.ArgumentParser:
-    from udpm.eval.feature_training import TrainOptions
-
-    d = TrainOptions()
-    p = argparse.ArgumentParser(
-        prog="python -m udpm.eval.features",
-        description="Train the classifier whose penultimate layer is udpm's feature for FD, "
-        "KID and precision/recall, and save it as safetensors.",
-    )
-    p.add_argument("--data", default=d.data, help="labelled SOURCE: embedded name or path")
-    p.add_argument("--out", required=True, help="output .safetensors file")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of split, init and batches")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training split")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW, cosine)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
-    p.add_argument(
-        "--heldout-fraction",
-        type=float,
-        default=d.heldout_fraction,
-        help="fraction of each class held out to measure accuracy",
-    )
-    p.add_argument(
-        "--widths", default=",".join(map(str, d.widths)), help="channels per stage, comma-separated"
-    )
-    p.add_argument(
-        "--convs-per-stage", type=int, default=d.convs_per_stage, help="3x3 convs per stage"
-    )
-    p.add_argument(
-        "--balance",
-        type=float,
-        default=d.balance,
-        help="class loss weight is count^-BALANCE (0 plain cross-entropy, 1 inverse frequency)",
-    )
-    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    from udpm.eval.feature_training import TrainOptions, train_feature_network
-
-    args = _parser().parse_args(argv)
-    options = TrainOptions(
-        data=args.data,
-        seed=args.seed,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        heldout_fraction=args.heldout_fraction,
-        widths=tuple(int(w) for w in args.widths.split(",")),
-        convs_per_stage=args.convs_per_stage,
-        balance=args.balance,
-        threads=args.threads,
-    )
-    try:
-        info = train_feature_network(options, out=args.out, log=print)
-    except UDPMError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(info, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from udpm.errors import UDPMError
+from udpm.images import to_uint8  # rounded as when saved to PNG, which is what FID expects
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"
@@ -54,11 +55,6 @@ def find_inception_weights(inception_weights: str | os.PathLike | None = None) -
             "--inception-weights PATH"
         )
     return cached
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] floats -> uint8 [0, 255], rounded as when saved to PNG (what FID expects)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 class InceptionFID:

@@ -52,7 +52,7 @@ def _check(real: torch.Tensor, fake: torch.Tensor, at_least: int) -> None:
 
 
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (FID's formula).
+    """Fréchet distance between Gaussians fitted to two feature sets (Heusel et al. 2017, FID).
 
     ``‖μ_r − μ_f‖² + tr(Σ_r + Σ_f − 2 (Σ_r Σ_f)^½)``, in float64, by torchmetrics.
     """

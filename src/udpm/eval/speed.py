@@ -1,8 +1,9 @@
 """Sampling cost: network calls, FLOPs (counted by torch), wall time and sampler overhead.
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, never from a hand formula.
-The UDPM cost claim ("3 steps ≈ 0.3 of one denoising step") is the ratio between the FLOPs
-of one sample and of one pass of the same network at full image resolution.
+The UDPM cost claim (Abu-Hussein and Giryes 2024: 3 steps cost about 0.3 of one denoising
+step) is the ratio between the FLOPs of one sample and of one pass of the same network at
+full image resolution.
 """
 
 from __future__ import annotations
@@ -122,7 +123,11 @@ def machine() -> dict:
 
 
 def benchmark(pipe, repeats: int = 5, batches=(1, 64), **sampler_kwargs) -> dict:
-    """The fields of ``udpm bench --json`` (see ``shared/design/API.md``)."""
+    """The fields of ``udpm bench --json``: ``nfe``, FLOPs and their ratio, ms per image per batch.
+
+    ``sampler_overhead_fraction`` is that of batch 64 (else of the last batch timed); the
+    README's "Measuring" section describes every field.
+    """
     from udpm.networks import count_parameters
 
     flops, nfe = sampling_flops(pipe, **sampler_kwargs)

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from udpm.errors import UDPMError
-from udpm.samplers.udpm import level_shapes, sample_udpm, seeded_noises
+from udpm.noise import seeded_noise
 
 FORMAT = "udpm-latent-v1"
 SUFFIX = ".latent.safetensors"
@@ -29,9 +29,9 @@ _FILE_HASHES: dict[tuple, str] = {}  # (path, mtime, size) -> sha256: hash each 
 
 
 def require_udpm(model) -> None:
-    """Raise unless ``model`` is a UDPM pipeline (the latent tools need per-level maps)."""
+    """Raise unless ``model``'s latent is per-level maps (UDPM's; swap and perturb need them)."""
     method = model.config.method
-    if method != "udpm":
+    if not model.spec.has_levels:
         where = model.meta.get("path", "this checkpoint")
         raise UDPMError(
             f"the latent tools need a UDPM checkpoint; {where} is a {method} model "
@@ -87,7 +87,7 @@ class Latent:
     def from_seed(cls, model, seed: int, class_label: int | None = None) -> Latent:
         """The latent that ``model.sample(1, seed=seed)`` decodes (same maps, same class)."""
         require_udpm(model)
-        noises = [e[0] for e in seeded_noises(model.process, model.image_shape, [seed])]
+        noises = [e[0] for e in seeded_noise(model.latent_shapes(), [seed])]
         labels = model.class_labels(1, class_label, seed)
         label = None if labels is None else int(labels[0])
         return cls(noises, label, model_hash(model), int(seed))
@@ -138,12 +138,12 @@ class Latent:
     def check(self, model, check_hash: bool = True, source: str = "latent") -> None:
         """Raise unless this latent fits ``model``: UDPM, ``L`` maps of its shapes, same hash."""
         require_udpm(model)
-        L = model.process.levels
-        if self.levels != L:
-            raise UDPMError(f"{source} has {self.levels} noise maps, this model needs {L}")
-        for l, (e, shape) in enumerate(
-            zip(self.noises, level_shapes(model.process, model.image_shape)), 1
-        ):
+        shapes = model.latent_shapes()
+        if self.levels != len(shapes):
+            raise UDPMError(
+                f"{source} has {self.levels} noise maps, this model needs {len(shapes)}"
+            )
+        for l, (e, shape) in enumerate(zip(self.noises, shapes), 1):
             if tuple(e.shape) != shape:
                 raise UDPMError(
                     f"{source}: noise map {l} has shape {tuple(e.shape)}, expected {shape}"
@@ -216,14 +216,14 @@ def decode(model, latents: Sequence[Latent], batch_size: int = 256) -> torch.Ten
     images = []
     for start in range(0, len(latents), batch_size):
         part = slice(start, start + batch_size)
-        out = sample_udpm(
-            model.network,
-            model.process,
-            model.image_shape,
-            noises=[e[part] for e in noises],
-            class_labels=None if labels is None else labels[part],
+        out = model.spec.sample(
+            model,
+            range(start, min(start + batch_size, len(latents))),
+            [e[part] for e in noises],
+            None if labels is None else labels[part],
+            model.sampler_options(),
         )
-        images.append(out.cpu())
+        images.append(out.images.cpu())
     return torch.cat(images).clamp(-1, 1)
 
 

@@ -7,7 +7,7 @@ import os
 import torch
 from PIL import Image
 
-from udpm.data.save import to_uint8
+from udpm.images import to_uint8
 
 
 def gif_frames(images: torch.Tensor) -> torch.Tensor:

@@ -1,22 +1,18 @@
-"""Training methods: each builds its networks and optimisers and performs one step.
+"""Methods: one spec and one training class each, behind a registry.
 
 The training loop (``udpm.train.loop``) is shared: data, warm-up, EMA, logging,
-checkpoints and resume do not depend on the method.
+checkpoints and resume do not depend on the method. Everything else asks the method's
+:class:`~udpm.methods.spec.MethodSpec` (``get_spec``).
 """
 
 from __future__ import annotations
 
+from udpm.methods.registry import get_spec, names
+
 
 def get_method(name: str):
-    """The method class registered under ``name``."""
-    from udpm.errors import UDPMError
+    """The training class registered under ``name``."""
+    return get_spec(name).trainer_class()
 
-    if name == "udpm":
-        from udpm.methods.udpm import UDPMMethod
 
-        return UDPMMethod
-    if name in ("ddpm", "simple"):
-        from udpm.methods.diffusion import DiffusionMethod
-
-        return DiffusionMethod
-    raise UDPMError(f"unknown method {name!r}; known: udpm, ddpm, simple")
+__all__ = ["get_method", "get_spec", "names"]

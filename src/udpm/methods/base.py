@@ -30,19 +30,37 @@ class Method:
         self.nets: dict[str, torch.nn.Module] = {}
         self.split = None  # set by distribute(); None: the batch given to step is all there is
 
-    def _make_optimizers(self) -> None:
-        betas = tuple(self.config.adam_betas)
+    def _make_optimizers(self, lrs: dict[str, float] | None = None) -> None:
+        """Adam (AdamW with weight decay) per module, with the method's own settings.
+
+        ``lrs`` gives a module its own base learning rate (DDGAN's G and D differ).
+        """
+        optim = self.config.optim
+        self.base_lrs = {k: (lrs or {}).get(k, optim.lr) for k in self.modules}
+        kind = torch.optim.AdamW if optim.weight_decay else torch.optim.Adam
         self.optimizers = {
-            k: torch.optim.Adam(m.parameters(), lr=self.config.lr, betas=betas)
+            k: kind(
+                m.parameters(),
+                lr=self.base_lrs[k],
+                betas=tuple(optim.betas),
+                weight_decay=optim.weight_decay,
+            )
             for k, m in self.modules.items()
         }
 
+    def lr_scale(self, step: int) -> float:
+        """Linear warm-up over ``optim.warmup`` steps, then constant or cosine decay to 0."""
+        optim = self.config.optim
+        scale = min(1.0, (step + 1) / max(optim.warmup, 1))
+        if optim.decay == "cosine":
+            scale *= 0.5 * (1 + math.cos(math.pi * min(step / max(self.config.steps, 1), 1.0)))
+        return scale
+
     def set_lr(self, step: int) -> None:
-        """Linear warm-up over ``config.warmup`` steps, then constant."""
-        scale = min(1.0, (step + 1) / max(self.config.warmup, 1))
-        for opt in self.optimizers.values():
+        scale = self.lr_scale(step)
+        for k, opt in self.optimizers.items():
             for group in opt.param_groups:
-                group["lr"] = self.config.lr * scale
+                group["lr"] = self.base_lrs[k] * scale
 
     def autocast(self):
         enabled = self.autocast_dtype is not None
@@ -113,8 +131,10 @@ class Method:
         means = self._global_means(sums)
         if not math.isfinite(means["loss"]):
             raise NonFiniteLoss(f"{what} became {means['loss']}")
-        if self.config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.modules[name].parameters(), self.config.grad_clip)
+        if self.config.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(
+                self.modules[name].parameters(), self.config.optim.grad_clip
+            )
         opt.step()
         return means
 
@@ -154,3 +174,18 @@ class Method:
     @property
     def generator(self) -> torch.nn.Module:
         return self.modules["G"]
+
+    @property
+    def spec(self):
+        from udpm.methods.registry import get_spec
+
+        return get_spec(self.config.method)
+
+    def sample(self, network, seeds, labels) -> torch.Tensor:
+        """Training-time sample grids: the spec's sampler with its cheap preview options."""
+        from udpm.pipeline import Pipeline
+
+        spec = self.spec
+        pipe = Pipeline(network, self.process, self.config, {"num_classes": self.num_classes})
+        options = spec.options(spec.preview_options, self.config)
+        return spec.sample(pipe, seeds, None, labels, options).images

@@ -12,7 +12,6 @@ MODULES = {
     "udpm": "udpm.methods.udpm",
     "ddpm": "udpm.methods.diffusion",
     "simple": "udpm.methods.diffusion",
-    "ddgan": "udpm.methods.ddgan",
 }
 
 

@@ -1,10 +1,12 @@
-"""UDPM training (Algorithm 1 of the UDPM paper, with the design page's loss terms)."""
+"""UDPM (Abu-Hussein and Giryes 2024): its spec, and its training (Algorithm 1, Sec. 3.3)."""
 
 from __future__ import annotations
 
 import torch
 
+from udpm.config.settings import UDPMSettings
 from udpm.methods.base import Method
+from udpm.methods.spec import MethodSpec, SampleResult, build_unet
 from udpm.objectives.udpm import (
     Perceptual,
     discriminator_loss,
@@ -28,11 +30,11 @@ class UDPMMethod(Method):
     def __init__(self, config, device, num_classes=0, autocast_dtype=None, warn=None):
         super().__init__(config, device, num_classes, autocast_dtype)
         from udpm.networks import Discriminator
-        from udpm.pipeline import build_network, build_process
 
+        s = self.settings = config.settings
         self.process = build_process(config)
-        self.modules["G"] = build_network(config, num_classes).to(self.device)
-        if any(w > 0 for w in config.lambda_adv):
+        self.modules["G"] = build_generator(config, num_classes).to(self.device)
+        if any(w > 0 for w in s.lambda_adv):
             disc = dict(config.discriminator)
             disc.setdefault("image_channels", config.channels)
             disc.setdefault("resolution", config.resolution)
@@ -40,10 +42,10 @@ class UDPMMethod(Method):
             disc["num_classes"] = num_classes if config.class_conditional else 0
             self.modules["D"] = Discriminator(**disc).to(self.device)
         self._make_optimizers()
-        uses_perceptual = any(w > 0 for w in config.lambda_perceptual)
+        uses_perceptual = any(w > 0 for w in s.lambda_perceptual)
         kwargs = {} if warn is None else {"warn": warn}
         self.perceptual = Perceptual(
-            config.perceptual if uses_perceptual else "none", self.device, **kwargs
+            s.perceptual if uses_perceptual else "none", self.device, **kwargs
         )
         self.level_gen = torch.Generator().manual_seed(config.seed)
         self.noise_gen = torch.Generator().manual_seed(config.seed * 1000 + 1)
@@ -64,7 +66,7 @@ class UDPMMethod(Method):
         before G's step may start, so G's forward runs twice per micro-batch: without a
         graph for D, with one for G. With one micro-batch the graph is kept and reused.
         """
-        cfg, L, n = self.config, self.process.levels, x0.shape[0]
+        cfg, L, n = self.settings, self.process.levels, x0.shape[0]
         l = self.draw_level()
         f = self.process.factor**l
         noise = self._randn((x0.shape[1], x0.shape[2] // f, x0.shape[3] // f), n)
@@ -107,7 +109,8 @@ class UDPMMethod(Method):
             return self.net("G")(x_l, t, labels).float() / scale
 
     def _discriminator_step(self, parts, kept, scale, l) -> float:
-        r1_weight = self.config.r1[l - 1]
+        r1_weight = self.settings.r1[l - 1]
+        gan_scale = 0.5 if self.settings.d_loss == "mean" else 1.0
         D = self.net("D")
 
         def micro_loss(i):
@@ -120,7 +123,8 @@ class UDPMMethod(Method):
             with self.autocast():
                 logits_real = D(real, t, labels).float()
                 logits_fake = D(fake, t, labels).float()
-            loss = discriminator_loss(logits_real, logits_fake)
+            # "mean": the authors' ½(L_real + L_fake) + (γ/2)·R1; "sum": without the ½.
+            loss = gan_scale * discriminator_loss(logits_real, logits_fake)
             if r1_weight > 0:
                 loss = loss + 0.5 * r1_weight * r1_penalty(logits_real, real)
             return loss, {}
@@ -129,7 +133,7 @@ class UDPMMethod(Method):
 
     def _generator_loss(self, part, y_hat, scale, l, adversarial):
         """G's loss on one micro-batch: L1, perceptual and adversarial terms of level ``l``."""
-        cfg = self.config
+        cfg = self.settings
         _, y, t, labels, _, noise_fake = part
         if y_hat is None:
             y_hat = self._generate(part, scale, grad=True)
@@ -156,9 +160,69 @@ class UDPMMethod(Method):
             self.level_gen.set_state(state["level_gen"])
             self.noise_gen.set_state(state["noise_gen"])
 
-    def sample(self, network, seeds, labels):
-        from udpm.samplers.udpm import sample_udpm, seeded_noises
 
-        shape = (self.config.channels, self.config.resolution, self.config.resolution)
-        noises = seeded_noises(self.process, shape, seeds)
-        return sample_udpm(network, self.process, shape, noises=noises, class_labels=labels)
+# --- the spec: how the rest of the package sees UDPM ---------------------------------------
+
+
+def build_process(config):
+    from udpm.operators import Downsample
+    from udpm.processes.upsampling import UpsamplingProcess
+
+    s = config.settings
+    kernel = None if s.kernel is None else torch.tensor(s.kernel, dtype=torch.float64)
+    return UpsamplingProcess(
+        s.alphas, s.sigmas, Downsample(s.factor, kernel), scalar_posterior=s.scalar_posterior
+    )
+
+
+def build_generator(config, num_classes: int = 0) -> torch.nn.Module:
+    return build_unet(config, num_classes, out_factor=config.settings.factor)
+
+
+def latent_shapes(pipe, options: dict) -> list[tuple]:
+    from udpm.samplers.udpm import level_shapes
+
+    return level_shapes(pipe.process, pipe.image_shape)
+
+
+def sample(pipe, seeds, noises, labels, options, callback=None, return_levels=False):
+    from udpm.samplers.udpm import sample_udpm, seeded_noises
+
+    seeds = list(seeds)
+    if noises is None:
+        noises = seeded_noises(pipe.process, pipe.image_shape, seeds)
+    out = sample_udpm(
+        pipe.network,
+        pipe.process,
+        pipe.image_shape,
+        noises=noises,
+        class_labels=labels,
+        callback=callback,
+        return_levels=return_levels,
+    )
+    if return_levels:
+        return SampleResult(out[0], torch.stack(out[1], 1))
+    return SampleResult(out)
+
+
+def describe(config) -> str:
+    s = config.settings
+    return f"alphas {list(s.alphas)}, sigmas {list(s.sigmas)}, factor {s.factor}"
+
+
+def validate(config) -> None:
+    build_process(config).check_resolution(config.resolution)
+
+
+SPEC = MethodSpec(
+    name="udpm",
+    settings=UDPMSettings,
+    trainer="udpm.methods.udpm:UDPMMethod",
+    build_process=build_process,
+    build_generator=build_generator,
+    sample=sample,
+    latent_shapes=latent_shapes,
+    describe=describe,
+    validate=validate,
+    has_levels=True,
+)

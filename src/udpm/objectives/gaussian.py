@@ -1,13 +1,13 @@
 """Parameterisations and losses of Gaussian diffusion (DDPM, simple diffusion).
 
 With ``x_t = α x + σ ε`` and ``α² + σ² = 1`` (variance preserving), the network may predict
-``ε``, ``x`` or ``v = α ε - σ x`` (seed 004); any one gives the other two:
+``ε``, ``x`` or ``v = α ε - σ x`` (Salimans and Ho 2022); any one gives the other two:
 
     x̂ = (x_t - σ ε̂)/α        ε̂ = (x_t - α x̂)/σ
     x̂ = α x_t - σ v̂          ε̂ = σ x_t + α v̂
 
 The errors are proportional: ``x̂ - x = -σ (v̂ - v)`` and ``ε̂ - ε = α (v̂ - v)``, so
-``L_x = σ² L_v`` and ``L_ε = α² L_v`` (seed 004). Which one is minimised is the weighting.
+``L_x = σ² L_v`` and ``L_ε = α² L_v``. Which one is minimised is the weighting.
 
 Every ``alpha``/``sigma`` argument is a float or a tensor that broadcasts against the images,
 e.g. shaped (N, 1, 1, 1).
@@ -19,14 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from udpm.errors import UDPMError
-from udpm.processes.gaussian import (
-    ContinuousGaussianProcess,
-    DiscreteGaussianProcess,
-    GaussianProcess,
-)
-
-PARAMETERIZATIONS = ("eps", "x0", "v")
-
+from udpm.objectives.denoiser import PARAMETERIZATIONS, Denoiser, as_denoiser, read_output
 
 # --- parameterisations ---------------------------------------------------------------------
 
@@ -42,7 +35,7 @@ def eps_from_x0(x_t, x0, alpha, sigma):
 
 
 def v_from_eps_x0(eps, x0, alpha, sigma):
-    """``v = α ε - σ x``, the v-target (seed 004)."""
+    """``v = α ε - σ x``, the v-target (Salimans and Ho 2022)."""
     return alpha * eps - sigma * x0
 
 
@@ -67,72 +60,43 @@ def v_from_x0(x_t, x0, alpha, sigma):
 
 
 def predict_x0_eps(model_output, x_t, alpha, sigma, parameterization: str = "eps"):
-    """Read a network output as ``(x̂, ε̂)``.
-
-    Args:
-        model_output: (N, C, H, W), the network's ``ε̂``, ``x̂`` or ``v̂``.
-        x_t: (N, C, H, W), the network's input.
-        alpha, sigma: ``α_t``, ``σ_t`` of ``x_t``.
-        parameterization: ``"eps"``, ``"x0"`` or ``"v"``.
-
-    Returns:
-        ``(x0_hat, eps_hat)``, both (N, C, H, W).
-    """
-    if parameterization == "eps":
-        return x0_from_eps(x_t, model_output, alpha, sigma), model_output
-    if parameterization == "x0":
-        return model_output, eps_from_x0(x_t, model_output, alpha, sigma)
-    if parameterization == "v":
-        return x0_from_v(x_t, model_output, alpha, sigma), eps_from_v(
-            x_t, model_output, alpha, sigma
-        )
-    raise UDPMError(
-        f"unknown parameterization {parameterization!r}; choose from {PARAMETERIZATIONS}"
-    )
+    """Read a network output as ``(x̂, ε̂)`` (see :func:`udpm.objectives.denoiser.read_output`)."""
+    pred = read_output(model_output, x_t, alpha, sigma, parameterization)
+    return pred.x0, pred.eps
 
 
 # --- losses ----------------------------------------------------------------------------------
 
 
-def sample_times(process: GaussianProcess, n: int, generator=None, device=None) -> torch.Tensor:
-    """Training times: ``t ~ U{0..T-1}`` (Algorithm 1) or ``t ~ U[0, 1]``; drawn on the CPU.
-
-    Returns a LongTensor (N,) for a discrete process, a float64 tensor (N,) otherwise.
-    """
-    if isinstance(process, DiscreteGaussianProcess):
-        t = torch.randint(0, process.num_timesteps, (n,), generator=generator)
-    elif isinstance(process, ContinuousGaussianProcess):
-        t = torch.rand(n, generator=generator, dtype=torch.float64)
-    else:
-        raise UDPMError(f"expected a Gaussian process, got {type(process).__name__}")
+def sample_times(process, n: int, generator=None, device=None) -> torch.Tensor:
+    """Training times from ``process.sample_times``: ``U{0..T-1}`` or ``U[0, 1]``, on the CPU."""
+    t = process.sample_times(n, generator=generator)
     return t if device is None else t.to(device)
 
 
 def diffusion_loss(
-    network,
-    process: GaussianProcess,
+    denoiser,
+    process,
     x0: torch.Tensor,
     class_labels: torch.Tensor | None = None,
     t: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    parameterization: str = "eps",
     weighting: str = "eps",
     multiscale_base: int | None = None,
 ) -> torch.Tensor:
     """The denoising loss ``E_t E_ε ||target - target̂||²`` with any parameterisation.
 
     Args:
-        network: ``network(x_t, time, class_labels)``, ``time = process.network_time(t)``;
-            output (N, C, H, W) read as ``parameterization``.
-        process: a :class:`DiscreteGaussianProcess` or :class:`ContinuousGaussianProcess`.
+        denoiser: a :class:`~udpm.objectives.denoiser.Denoiser` (a bare network is read as
+            an ε-predictor), called at ``x_t`` and ``t``.
+        process: a Gaussian process (:mod:`udpm.processes.contract`).
         x0: (N, C, H, W) data.
         class_labels: LongTensor (N,) for class-conditional networks.
         t: (N,) training times; drawn with :func:`sample_times` when omitted.
         noise: (N, C, H, W) ``ε``; drawn from ``generator`` (or the global RNG) when omitted.
             With ``t`` and ``noise`` given the loss is deterministic.
         generator: a CPU ``torch.Generator`` for ``t`` and ``noise``.
-        parameterization: what the network predicts: ``"eps"``, ``"x0"`` or ``"v"``.
         weighting: the space the squared error is measured in: ``"eps"`` (``L_ε``, DDPM's
             ``L_simple``), ``"v"`` (``L_v``) or ``"x0"`` (``L_x``). Relative to ``L_v`` these
             weigh by ``α²``, ``1`` and ``σ²``; simple diffusion trains ``v`` with ``"eps"``.
@@ -152,18 +116,14 @@ def diffusion_loss(
             noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     x_t = process.q_sample(x0, t, noise)
     alpha, sigma = (_like(c, x0) for c in process.alpha_sigma(t))
-    time = process.network_time(t).to(x0.device)
-    output = network(x_t, time, class_labels)
-    x0_hat, eps_hat = predict_x0_eps(output, x_t, alpha, sigma, parameterization)
+    pred = as_denoiser(denoiser)(process, x_t, t, class_labels)
     if weighting == "eps":
-        target, estimate = noise, eps_hat
+        target, estimate = noise, pred.eps
     elif weighting == "x0":
-        target, estimate = x0, x0_hat
+        target, estimate = x0, pred.x0
     elif weighting == "v":
-        if parameterization == "v":  # exact, also where α or σ is tiny
-            estimate = output
-        else:
-            estimate = v_from_eps_x0(eps_hat, x0_hat, alpha, sigma)
+        # A v-predicting network's v̂ is its output itself: exact also where α or σ is tiny.
+        estimate = pred.v
         target = v_from_eps_x0(noise, x0, alpha, sigma)
     else:
         raise UDPMError(f"unknown weighting {weighting!r}; choose from {PARAMETERIZATIONS}")
@@ -174,7 +134,7 @@ def diffusion_loss(
 
 def ddpm_simple_loss(
     network,
-    process: DiscreteGaussianProcess,
+    process,
     x0: torch.Tensor,
     class_labels: torch.Tensor | None = None,
     t: torch.Tensor | None = None,
@@ -185,17 +145,16 @@ def ddpm_simple_loss(
 
     Same arguments as :func:`diffusion_loss`; the network predicts ``ε``.
     """
-    return diffusion_loss(
-        network, process, x0, class_labels, t, noise, generator, parameterization="eps"
-    )
+    return diffusion_loss(Denoiser(network, "eps"), process, x0, class_labels, t, noise, generator)
 
 
 def multiscale_loss(target: torch.Tensor, estimate: torch.Tensor, base: int = 32, normalize=False):
     """Simple diffusion's multiscale loss ``Σ_{s ∈ {base, 2 base, .., d}} (1/s) L^{s×s}``.
 
     ``L^{s×s}`` is the mean squared error after average pooling both tensors from ``d × d``
-    to ``s × s`` (seed 004's ``(1/s²)||D^{s×s}[ε] - D^{s×s}[ε̂]||²``, here also averaged over
-    channels and the batch). With ``normalize`` the weights ``1/s`` are divided by their
+    to ``s × s`` (Hoogeboom et al. 2023, Sec. 3.2: ``(1/s²)||D^{s×s}[ε] - D^{s×s}[ε̂]||²``,
+    here also averaged over channels and the batch). With ``normalize`` the weights
+    ``1/s`` are divided by their
     sum, so a single scale gives the plain mean squared error.
 
     Args:

@@ -1,4 +1,4 @@
-"""UDPM training objectives (design page "Training"; UDPM paper Algorithm 1).
+"""UDPM training objectives (Abu-Hussein and Giryes 2024, Sec. 3.3 and Algorithm 1).
 
 At level ``l`` the generator sees ``x_l ~ q(x_l | x_0)`` and predicts ``y = H^{l-1} x_0``.
 Prediction and target are divided by ``sum(w)^{l-1}`` so both lie in ``[-1, 1]`` whatever

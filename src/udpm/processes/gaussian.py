@@ -3,13 +3,17 @@
 Both processes have ``q(x_t | x_0) = N(α_t x_0, σ_t² I)`` with ``α_t² + σ_t² = 1`` and differ
 only in how ``t`` indexes the schedule:
 
-- :class:`DiscreteGaussianProcess` (seed 002): ``t`` is an index ``0..T-1`` (paper step
-  ``t + 1``), ``α_t² = ᾱ_t = ∏_{k≤t} (1 - β_k)``.
-- :class:`ContinuousGaussianProcess` (seed 004): ``t ∈ [0, 1]``, ``α_t² = sigmoid(logSNR(t))``,
-  ``σ_t² = sigmoid(-logSNR(t))``.
+- :class:`DiscreteGaussianProcess` (Ho et al. 2020, eq. 4): ``t`` is an index ``0..T-1``
+  (paper step ``t + 1``), ``α_t² = ᾱ_t = ∏_{k≤t} (1 - β_k)``.
+- :class:`ContinuousGaussianProcess` (Kingma et al. 2021; Hoogeboom et al. 2023): ``t ∈ [0, 1]``,
+  ``α_t² = sigmoid(logSNR(t))``, ``σ_t² = sigmoid(-logSNR(t))``.
+
+Both follow the process contract of :mod:`udpm.processes.contract`: ``marginal(x0, t)``,
+``q_sample(x0, t, noise)``, ``posterior_sample(x_t, x0, t, s, noise)``, ``network_time(t)``.
 
 For ``s < t`` the step ``q(x_t | x_s) = N(α_{t|s} x_s, σ_{t|s}² I)`` has ``α_{t|s} = α_t/α_s``
-and ``σ_{t|s}² = 1 - α_{t|s}²`` (the respaced ``β``); the posterior is (seed 004)
+and ``σ_{t|s}² = 1 - α_{t|s}²`` (the respaced ``β``); the posterior is (Kingma et al. 2021,
+eq. 32-33; Ho et al. 2020, eq. 6-7 for ``s = t - 1``)
 
     q(x_s | x_t, x_0) = N(μ, σ_{t→s}² I),
     μ = α_{t|s} σ_s²/σ_t² x_t + α_s σ_{t|s}²/σ_t² x_0,     σ_{t→s}² = σ_{t|s}² σ_s²/σ_t².
@@ -61,7 +65,7 @@ class _VariancePreserving:
         _check_shape(noise, x0.shape, "noise")
         return mean + std * noise
 
-    def _posterior(self, x0, x_t, t, s) -> tuple[torch.Tensor, torch.Tensor]:
+    def _posterior(self, x_t, x0, t, s) -> tuple[torch.Tensor, torch.Tensor]:
         """``(μ, σ_{t→s}²)`` of ``q(x_s | x_t, x_0)``; variance shaped (N, 1, 1, 1)."""
         _check_shape(x_t, x0.shape, "x_t")
         alpha_t, _ = self.alpha_sigma(t)
@@ -75,8 +79,8 @@ class _VariancePreserving:
         mean = _expand(coef_xt, x_t) * x_t + _expand(alpha_s * c, x0) * x0
         return mean, _expand(sigma_s**2 * c, x0)
 
-    def _posterior_sample(self, x0, x_t, t, s, noise) -> torch.Tensor:
-        mean, var = self._posterior(x0, x_t, t, s)
+    def _posterior_sample(self, x_t, x0, t, s, noise) -> torch.Tensor:
+        mean, var = self._posterior(x_t, x0, t, s)
         noise = torch.randn_like(mean) if noise is None else noise
         _check_shape(noise, mean.shape, "noise")
         return mean + var.sqrt() * noise
@@ -98,9 +102,10 @@ class DiscreteGaussianProcess(_VariancePreserving):
             raise UDPMError("a discrete process needs at least one step")
         if not bool(torch.all((betas > 0) & (betas < 1))):
             raise UDPMError("betas must all lie in (0, 1)")
-        self.betas = betas
-        self.alphas = 1.0 - betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, 0)  # ᾱ_t
+        self.betas = betas  # β_t, float64
+        # ᾱ_t = ∏_{k≤t} (1 - β_k). (No ``alphas`` attribute: in UDPM's process α_l is a
+        # per-level scale, and one name must not mean two things.)
+        self.alphas_cumprod = torch.cumprod(1.0 - betas, 0)
         self._config = {"betas": betas.tolist()}  # how to_config rebuilds it
 
     @classmethod
@@ -161,6 +166,18 @@ class DiscreteGaussianProcess(_VariancePreserving):
         alpha_bar = self.alpha_bar(t)
         return alpha_bar.log() - torch.log1p(-alpha_bar)
 
+    time_dtype = torch.long
+
+    def sample_times(self, n: int, generator=None) -> torch.Tensor:
+        """Training times ``t ~ U{0..T-1}`` (Ho et al. 2020, Algorithm 1), on the CPU."""
+        return torch.randint(0, self.num_timesteps, (n,), generator=generator)
+
+    def grid(self, steps: int) -> list[int]:
+        """The default sampling grid of ``steps`` indices (the leading spacing)."""
+        from udpm.processes.grids import timestep_grid
+
+        return timestep_grid(self.num_timesteps, steps)
+
     def network_time(self, t) -> torch.Tensor:
         """The network's time input ``(t + 0.5)/T`` ∈ (0, 1), float32.
 
@@ -194,7 +211,7 @@ class DiscreteGaussianProcess(_VariancePreserving):
             raise UDPMError("t_prev must be smaller than t")
         return t, t_prev
 
-    def posterior_mean_var(self, x0: torch.Tensor, x_t: torch.Tensor, t, t_prev=None):
+    def posterior_mean_var(self, x_t: torch.Tensor, x0: torch.Tensor, t, t_prev=None):
         """``q(x_{t_prev} | x_t, x_0)``; ``t_prev`` defaults to ``t - 1`` (``-1`` is the data).
 
         Mean ``sqrt(ᾱ_s) β/(1-ᾱ_t) x_0 + sqrt(ᾱ_t/ᾱ_s)(1-ᾱ_s)/(1-ᾱ_t) x_t`` and variance
@@ -205,12 +222,12 @@ class DiscreteGaussianProcess(_VariancePreserving):
             ``(mean, var)``: mean (N, C, H, W), var (N, 1, 1, 1) (a variance, not a std).
         """
         t, t_prev = self._prev(t, t_prev)
-        return self._posterior(x0, x_t, t, t_prev)
+        return self._posterior(x_t, x0, t, t_prev)
 
-    def posterior_sample(self, x0, x_t, t, t_prev=None, noise: torch.Tensor | None = None):
+    def posterior_sample(self, x_t, x0, t, t_prev=None, noise: torch.Tensor | None = None):
         """Draw from :meth:`posterior_mean_var`; deterministic given ``noise``."""
         t, t_prev = self._prev(t, t_prev)
-        return self._posterior_sample(x0, x_t, t, t_prev, noise)
+        return self._posterior_sample(x_t, x0, t, t_prev, noise)
 
     def to_config(self) -> dict:
         """A plain dict that rebuilds this process with :func:`gaussian_process_from_config`."""
@@ -230,7 +247,7 @@ class ContinuousGaussianProcess(_VariancePreserving):
     ``logsnr_min`` and stays finite (simple diffusion's and VDM's reference code do the same).
     With infinite limits ``θ = πt/2`` exactly.
 
-    The shift (seed 004) for a training resolution ``d``:
+    The shift (Hoogeboom et al. 2023, Sec. 3.1) for a training resolution ``d``:
 
     - ``shift = 2 log(base/d)``: the cosine schedule that suits ``base × base`` images,
       carried to ``d × d`` (``SNR^{d/s} = s² SNR^{d}``);
@@ -242,7 +259,8 @@ class ContinuousGaussianProcess(_VariancePreserving):
     Args:
         schedule: the base logSNR curve; only ``"cosine"`` for now.
         resolution: the training resolution ``d``; ``None`` means no shift.
-        base_resolution: the resolution the unshifted schedule is meant for (64 in seed 004).
+        base_resolution: the resolution the unshifted schedule is meant for (64 in
+            Hoogeboom et al.).
         shift_interpolate: interpolate the shift linearly in ``t`` (see above).
         logsnr_min, logsnr_max: the unshifted logSNR at ``t = 1`` and ``t = 0``.
     """
@@ -299,17 +317,29 @@ class ContinuousGaussianProcess(_VariancePreserving):
         lam = self.logsnr(t)
         return torch.sigmoid(lam).sqrt(), torch.sigmoid(-lam).sqrt()
 
+    time_dtype = torch.float64
+
+    def sample_times(self, n: int, generator=None) -> torch.Tensor:
+        """Training times ``t ~ U[0, 1]``, float64 on the CPU."""
+        return torch.rand(n, generator=generator, dtype=torch.float64)
+
+    def grid(self, steps: int) -> list[float]:
+        """``steps`` uniform times from ``t = 1`` towards the data."""
+        from udpm.processes.grids import time_grid
+
+        return time_grid(steps)
+
     def network_time(self, t) -> torch.Tensor:
         """The network's time input: ``t`` itself, float32."""
         return self._time(t).to(torch.float32)
 
-    def posterior_mean_var(self, x0: torch.Tensor, x_t: torch.Tensor, t, s):
-        """``q(z_s | z_t, x)`` for ``s < t`` (seed 004); ``(mean, var)``, var (N, 1, 1, 1)."""
-        return self._posterior(x0, x_t, t, s)
+    def posterior_mean_var(self, x_t: torch.Tensor, x0: torch.Tensor, t, s):
+        """``q(z_s | z_t, x)`` for ``s < t``; ``(mean, var)``, var (N, 1, 1, 1), 0-d for one t."""
+        return self._posterior(x_t, x0, t, s)
 
-    def posterior_sample(self, x0, x_t, t, s, noise: torch.Tensor | None = None):
+    def posterior_sample(self, x_t, x0, t, s, noise: torch.Tensor | None = None):
         """Draw from :meth:`posterior_mean_var`; deterministic given ``noise``."""
-        return self._posterior_sample(x0, x_t, t, s, noise)
+        return self._posterior_sample(x_t, x0, t, s, noise)
 
     def to_config(self) -> dict:
         """A plain dict that rebuilds this process with :func:`gaussian_process_from_config`."""
@@ -350,8 +380,13 @@ def gaussian_process_from_config(config: dict) -> GaussianProcess:
 
 
 def _expand(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A per-sample (N,) or scalar float64 coefficient as (N, 1, .., 1) in ``x``'s dtype."""
-    return coef.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+    """A float64 coefficient in ``x``'s dtype: (N,) times give (N, 1, .., 1), one time 0-d.
+
+    This is the process contract's shape rule for the std and variance they return (the
+    upsampling process, whose level is one integer, returns 0-d).
+    """
+    coef = coef.to(device=x.device, dtype=x.dtype)
+    return coef if coef.ndim == 0 else coef.reshape(-1, *([1] * (x.ndim - 1)))
 
 
 def _check_shape(tensor: torch.Tensor, expected, what: str) -> None:

@@ -1,6 +1,6 @@
 """The UDPM upsampling process: marginals, the exact posterior and its closed-form draw.
 
-Equation references are to ``docs``/``NOTATION.md`` and the design page: with
+Following Abu-Hussein and Giryes (2024), Sec. 3 and Lemma 1 (symbols in ``NOTATION.md``): with
 ``a = α_l²/σ_l²``, ``b = 1/s_{l-1}²``, ``c = ||w||²`` and ``P = HᵀH/c``,
 
     Σ_l = (a HᵀH + b I)^{-1} = (1/b) I + (1/(ac+b) - 1/b) P
@@ -96,6 +96,11 @@ class UpsamplingProcess:
     def level_time(self, l: int) -> float:
         """The network's level input ``t = (l - 0.5)/L``, as in the authors' code."""
         return (l - 0.5) / self.levels
+
+    def network_time(self, l: int) -> torch.Tensor:
+        """:meth:`level_time` as a 0-d float32 tensor (the process contract's name)."""
+        self._check_level(l)
+        return torch.tensor(self.level_time(l), dtype=torch.float32)
 
     def degrade(self, x: torch.Tensor, times: int) -> torch.Tensor:
         """``H^times x``."""

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
 
-from udpm.samplers.udpm import check_noises, sample_udpm, seeded_noises
+from udpm.errors import UDPMError
+from udpm.noise import check_shapes
 
 
-def _udpm_batch(pipe, seeds, noises, labels, return_levels, **_):
-    if noises is None:
-        noises = seeded_noises(pipe.process, pipe.image_shape, seeds)
-    return sample_udpm(
-        pipe.network,
-        pipe.process,
-        pipe.image_shape,
-        noises=noises,
-        class_labels=labels,
-        return_levels=return_levels,
-    )
+def _progress(total: int, enabled: bool, what: str):
+    """A tqdm bar over network calls, or None; returned with the callback that advances it."""
+    if not enabled:
+        return None, None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=what, unit="call", dynamic_ncols=True)
+    return bar, lambda done, of: bar.update(1)
 
 
 def sample_batches(
@@ -30,34 +27,43 @@ def sample_batches(
     batch_size=256,
     return_levels=False,
     progress=False,
-    **sampler_kwargs,
+    callback=None,
+    **sampler_options,
 ):
-    """Images ``(n, C, H, W)`` from ``pipe``, ``batch_size`` at a time (same result for any)."""
-    method = pipe.config.method
+    """Images ``(n, C, H, W)`` from ``pipe``, ``batch_size`` at a time (same result for any).
+
+    ``callback(calls_done, calls_total)`` follows every network call; ``progress`` shows a
+    bar over all of them. The spec of ``pipe``'s method does the sampling.
+    """
+    spec = pipe.spec
+    options = spec.options(sampler_options, pipe.config)
+    if return_levels and not spec.has_levels:
+        raise UDPMError(f"{spec.name} models have no per-level previews (UDPM has)")
     if noises is not None:
-        if method == "udpm":
-            check_noises(pipe.process, noises, pipe.image_shape)
-        n = noises[0].shape[0]
+        n = check_shapes(noises, spec.latent_shapes(pipe, options))
+    if n < 1:
+        raise UDPMError(f"n must be at least 1, got {n}")
     labels = pipe.class_labels(n, class_label, seed)
-    images, levels = [], []
     starts = range(0, n, batch_size)
-    for start in tqdm(starts, desc="sampling", disable=not progress or len(starts) < 2):
+    bar, advance = _progress(len(starts), progress and len(starts) > 1, "sampling")
+    images, levels = [], []
+    for start in starts:
         stop = min(start + batch_size, n)
-        seeds = range(seed + start, seed + stop)
         part_noises = None if noises is None else [e[start:stop] for e in noises]
         part_labels = None if labels is None else labels[start:stop]
-        if method == "udpm":
-            out = _udpm_batch(pipe, seeds, part_noises, part_labels, return_levels)
-        else:
-            from udpm.methods.diffusion import sample_diffusion
-
-            out = sample_diffusion(pipe, seeds, part_noises, part_labels, **sampler_kwargs)
-        if return_levels and method == "udpm":
-            out, previews = out
-            levels.append(torch.stack(previews, 1).cpu())
-        images.append(out.cpu())
+        out = spec.sample(
+            pipe, range(seed + start, seed + stop), part_noises, part_labels, options,
+            callback, return_levels,
+        )  # fmt: skip
+        images.append(out.images.cpu())
+        if out.levels is not None:
+            levels.append(out.levels.cpu())
+        if advance:
+            advance(1, len(starts))
+    if bar is not None:
+        bar.close()
     images = torch.cat(images).clamp(-1, 1)
-    return (images, torch.cat(levels)) if return_levels and method == "udpm" else images
+    return (images, torch.cat(levels)) if return_levels else images
 
 
 def sample_sharded(
@@ -68,7 +74,7 @@ def sample_sharded(
     batch_size=256,
     return_levels=False,
     progress=False,
-    **sampler_kwargs,
+    **sampler_options,
 ):
     """:func:`sample_batches` spread over the processes of a ``torch.distributed`` group.
 
@@ -79,7 +85,7 @@ def sample_sharded(
     """
     from udpm.train import distributed as dist
 
-    kwargs = dict(class_label=class_label, batch_size=batch_size, **sampler_kwargs)
+    kwargs = dict(class_label=class_label, batch_size=batch_size, **sampler_options)
     if not dist.is_distributed():
         return sample_batches(
             pipe, n, seed, return_levels=return_levels, progress=progress, **kwargs
@@ -96,13 +102,13 @@ def sample_sharded(
         )
     else:  # more processes than images
         out = _empty(pipe, return_levels)
-    if return_levels and pipe.config.method == "udpm":
+    if return_levels:
         return tuple(dist.all_gather_tensor(part) for part in out)
     return dist.all_gather_tensor(out)
 
 
 def _empty(pipe, return_levels):
     images = torch.empty((0, *pipe.image_shape))
-    if return_levels and pipe.config.method == "udpm":
+    if return_levels:
         return images, torch.empty((0, pipe.process.levels, *pipe.image_shape))
     return images

@@ -1,86 +1,48 @@
 """Samplers of Gaussian diffusion: DDPM ancestral, DDIM and continuous-time sampling.
 
-All three are plain functions with one signature::
+All samplers share one signature (:mod:`udpm.samplers`)::
 
-    sample_*(network, process, image_shape, n=None, seed=0, noises=None, class_labels=None,
-             steps=None, eta=None, variance=None, parameterization="eps", clip_x0=None,
-             device=None, progress=False)
+    sample_*(denoiser, process, image_shape, n=None, seed=0, noises=None, class_labels=None,
+             callback=None, device=None, *, steps=None, eta=None, variance=None, clip_x0=False)
 
-A sampler walks a descending grid of ``K`` times (``steps``); each step goes from ``t`` to
-the next grid time ``s``, and the last step lands on the data (``α = 1``, ``σ = 0``). The
-step's ``s`` is always read off the actual grid, never computed as ``t - T//K``.
+``denoiser`` is a :class:`~udpm.objectives.denoiser.Denoiser` (a bare network is read as an
+ε-predictor). A sampler walks a descending grid of ``K`` times (``steps``); each step goes
+from ``t`` to the next grid time ``s``, and the last step lands on the data (``α = 1``,
+``σ = 0``); ``s`` is read off the grid (:mod:`udpm.processes.grids`).
 
-The latent of an image is its list of noise maps ``[x_T, z_1, .., z_{K-1}]``: ``x_T ~ N(0, I)``
-starts the chain and ``z_k`` is the noise of step ``k`` (the last step adds none). Image
-``i`` draws its maps, in that order, from its own generator seeded ``seed + i``, so an image
-does not depend on the batch size and a seed gives the same ``x_T`` in every sampler.
-Deterministic samplers (DDIM with ``η = 0``) draw only ``x_T``. Schedule coefficients are
-float64 Python numbers; the images are float32.
+The latent of an image is its list of noise maps ``[x_T, z_1, .., z_{K-1}]``, handed out by
+:class:`udpm.noise.NoiseSource`: ``x_T ~ N(0, I)`` starts the chain and ``z_k`` is the noise of
+step ``k`` (the last step adds none). Deterministic samplers (DDIM with ``η = 0``) draw only
+``x_T``. Schedule coefficients are float64 Python numbers; the images are float32.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import NamedTuple
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from udpm.errors import UDPMError
-from udpm.objectives.gaussian import PARAMETERIZATIONS, eps_from_x0, predict_x0_eps
-from udpm.processes.gaussian import ContinuousGaussianProcess, DiscreteGaussianProcess
+from udpm.noise import NoiseSource, seeded_noise
+from udpm.objectives.denoiser import as_denoiser
+from udpm.processes.grids import SPACINGS, time_grid, timestep_grid
 
-SPACINGS = ("leading", "trailing", "linspace")
 VARIANCES = ("beta", "beta_tilde")
-
-
-# --- grids -----------------------------------------------------------------------------------
-
-
-def timestep_grid(
-    num_timesteps: int, steps: int, spacing: str = "leading", offset: int = 0
-) -> list[int]:
-    """The descending respaced indices ``t_1 > .. > t_K`` in ``0..T-1`` (diffusers' rules).
-
-    - ``"leading"``: ``k · (T // K) + offset`` for ``k = K-1..0``; diffusers' default
-      ``timestep_spacing``, with ``offset`` its ``steps_offset`` (0 by default; 1 in Stable
-      Diffusion). With ``offset = 0`` it is DDIM's original ``range(0, T, T // K)``: the
-      grid ends at 0 but starts at ``(K-1)·(T//K)``, not ``T - 1``.
-    - ``"trailing"``: ``round(T - k T/K) - 1`` for ``k = 0..K-1``: starts at ``T - 1``
-      (better for few steps; Lin et al. 2024, Table 2).
-    - ``"linspace"``: ``round(linspace(0, T - 1, K))``, reversed.
-    """
-    T, K = int(num_timesteps), int(steps)
-    if not 1 <= K <= T:
-        raise UDPMError(f"steps must be in 1..{T}, got {steps}")
-    if spacing not in SPACINGS:
-        raise UDPMError(f"unknown timestep spacing {spacing!r}; choose from {SPACINGS}")
-    if offset and spacing != "leading":
-        raise UDPMError("offset applies to the leading spacing only")
-    if spacing == "leading":
-        grid = (np.arange(0, K) * (T // K)).round()[::-1] + offset
-    elif spacing == "trailing":
-        grid = np.round(T - np.arange(K) * (T / K)) - 1
-    else:
-        grid = np.linspace(0, T - 1, K).round()[::-1]
-    grid = [int(t) for t in grid]
-    if grid[0] > T - 1 or grid[-1] < 0:
-        raise UDPMError(f"offset {offset} puts the grid outside 0..{T - 1}")
-    return grid
-
-
-def time_grid(steps: int) -> list[float]:
-    """``[1, 1 - 1/K, .., 1/K]``: ``K`` uniform steps from ``t = 1`` to the data at ``t = 0``."""
-    if steps < 1:
-        raise UDPMError(f"steps must be at least 1, got {steps}")
-    return [1 - k / steps for k in range(steps)]
+__all__ = [
+    "SPACINGS",
+    "sample_continuous",
+    "sample_ddim",
+    "sample_ddpm",
+    "time_grid",
+    "timestep_grid",
+]
 
 
 class _Point(NamedTuple):
-    """One grid time: the network's time input and ``α``, ``σ``, ``logSNR`` in float64."""
+    """One grid time ``t`` (the process's own index or time) and ``α``, ``σ``, ``logSNR``."""
 
     time: torch.Tensor | None
     alpha: float
@@ -93,17 +55,15 @@ _DATA = _Point(None, 1.0, 0.0, math.inf)
 
 def _points(process, grid) -> list[_Point]:
     """The grid's points, then the data; raises unless the grid runs from noisy to clean."""
-    dtype = torch.long if isinstance(process, DiscreteGaussianProcess) else torch.float64
-    grid = torch.as_tensor(list(grid), dtype=dtype)
+    grid = torch.as_tensor(list(grid), dtype=process.time_dtype)
     if grid.ndim != 1 or grid.numel() < 1:
         raise UDPMError("the grid needs at least one time")
     alpha, sigma = process.alpha_sigma(grid)
     lam = process.logsnr(grid)
     if bool(torch.any(lam[1:] <= lam[:-1])):
         raise UDPMError("grid times must strictly decrease (from noisy to clean)")
-    times = process.network_time(grid)
     points = [
-        _Point(times[k], alpha[k].item(), sigma[k].item(), lam[k].item())
+        _Point(grid[k], alpha[k].item(), sigma[k].item(), lam[k].item())
         for k in range(grid.numel())
     ]
     return points + [_DATA]
@@ -144,50 +104,8 @@ def _ddim_update(x_t, x0_hat, eps_hat, cur: _Point, nxt: _Point, noise, eta):
 def seeded_gaussian_noises(
     image_shape: Sequence[int], seeds: Sequence[int], count: int
 ) -> list[torch.Tensor]:
-    """``count`` noise maps ``[x_T, z_1, ..]``, each (N, C, H, W), one generator per seed.
-
-    The samplers draw the same maps lazily when given ``n`` and ``seed`` instead of ``noises``.
-    """
-    per_image = []
-    for seed in seeds:
-        gen = torch.Generator().manual_seed(int(seed))
-        per_image.append([torch.randn(tuple(image_shape), generator=gen) for _ in range(count)])
-    return [torch.stack([maps[k] for maps in per_image]) for k in range(count)]
-
-
-class _NoiseSource:
-    """Hands out noise maps in order: from ``noises``, or drawn from per-image generators."""
-
-    def __init__(self, image_shape, n, seed, noises, needed: int):
-        self.image_shape = tuple(image_shape)
-        self.generators = None
-        if noises is not None:
-            if len(noises) < needed:
-                raise UDPMError(
-                    f"expected {needed} noise maps (x_T and one per step), got {len(noises)}"
-                )
-            self.n = noises[0].shape[0]
-            for k in range(needed):
-                if tuple(noises[k].shape) != (self.n, *self.image_shape):
-                    raise UDPMError(
-                        f"noise map {k} has shape {tuple(noises[k].shape)}, expected "
-                        f"{(self.n, *self.image_shape)}"
-                    )
-            self._maps = iter(noises[:needed])
-        else:
-            if n is None or n < 1:
-                raise UDPMError(f"give a batch size n >= 1 or explicit noise maps, got n={n}")
-            self.n = n
-            self.generators = [torch.Generator().manual_seed(seed + i) for i in range(n)]
-
-    def next(self, device) -> torch.Tensor:
-        if self.generators is None:
-            noise = next(self._maps)
-        else:
-            noise = torch.stack(
-                [torch.randn(self.image_shape, generator=g) for g in self.generators]
-            )
-        return noise.to(device=device, dtype=torch.float32)
+    """``count`` maps ``[x_T, z_1, ..]``, each (N, C, H, W): what a sampler draws for ``seeds``."""
+    return seeded_noise([tuple(image_shape)] * count, seeds)
 
 
 # --- the loop --------------------------------------------------------------------------------
@@ -195,57 +113,49 @@ class _NoiseSource:
 
 @torch.no_grad()
 def _sample(
-    network,
+    denoiser,
+    process,
     points,
     image_shape,
     n,
     seed,
     noises,
     class_labels,
-    parameterization,
     clip_x0,
     device,
-    progress,
+    callback,
     stochastic: bool,
     update,
 ):
     """Run ``update`` over consecutive grid points; see the module docstring."""
-    if parameterization not in PARAMETERIZATIONS:
-        raise UDPMError(
-            f"unknown parameterization {parameterization!r}; choose from {PARAMETERIZATIONS}"
-        )
-    device = _default_device(network) if device is None else torch.device(device)
+    denoiser = as_denoiser(denoiser)
+    device = denoiser.device if device is None else torch.device(device)
     K = len(points) - 1
-    source = _NoiseSource(image_shape, n, seed, noises, needed=K if stochastic else 1)
+    source = NoiseSource(n, seed, noises, device)
+    source.check_used(K if stochastic else 1, exact=False, what=" (x_T and one per step)")
     if class_labels is not None:
         class_labels = class_labels.to(device)
-    x = source.next(device)  # x_T ~ N(0, I)
-    for k in tqdm(range(K), disable=not progress, desc="sampling"):
+    x = source.next(image_shape)  # x_T ~ N(0, I)
+    for k in range(K):
         cur, nxt = points[k], points[k + 1]
-        time = cur.time.to(device).expand(x.shape[0])
-        output = network(x, time, class_labels).float()
-        x0_hat, eps_hat = predict_x0_eps(output, x, cur.alpha, cur.sigma, parameterization)
-        if clip_x0 is not None:  # keep ε̂ consistent with the clipped x̂ (improved-diffusion)
-            x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
-            eps_hat = eps_from_x0(x, x0_hat, cur.alpha, cur.sigma)
-        noise = source.next(device) if stochastic and k < K - 1 else None
-        x = update(x, x0_hat, eps_hat, cur, nxt, noise)
+        pred = denoiser(process, x, cur.time, class_labels)
+        if clip_x0:
+            bound = 1.0 if clip_x0 is True else float(clip_x0)
+            pred = pred.clipped(x, cur.alpha, cur.sigma, bound)
+        noise = source.next(image_shape) if stochastic and k < K - 1 else None
+        x = update(x, pred.x0, pred.eps, cur, nxt, noise)
+        if callback is not None:
+            callback(k + 1, K)
     return x
 
 
-def _default_device(network) -> torch.device:
-    try:
-        return next(network.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
+def _check_process(process, discrete: bool, sampler: str) -> None:
+    if (getattr(process, "time_dtype", None) == torch.long) != discrete:
+        kind = "discrete-time" if discrete else "continuous-time"
+        raise UDPMError(f"{sampler} needs a {kind} Gaussian process, got {type(process).__name__}")
 
 
-def _check_process(process, kind, sampler: str) -> None:
-    if not isinstance(process, kind):
-        raise UDPMError(f"{sampler} needs a {kind.__name__}, got {type(process).__name__}")
-
-
-def _discrete_points(process: DiscreteGaussianProcess, steps, default: int):
+def _discrete_points(process, steps, default: int):
     steps = default if steps is None else steps
     if isinstance(steps, int):
         steps = timestep_grid(process.num_timesteps, steps)
@@ -269,85 +179,74 @@ def _check_variance(variance, default: str) -> str:
 
 
 def sample_ddpm(
-    network,
-    process: DiscreteGaussianProcess,
+    denoiser,
+    process,
     image_shape: Sequence[int],
     n: int | None = None,
     seed: int = 0,
     noises: Sequence[torch.Tensor] | None = None,
     class_labels: torch.Tensor | None = None,
+    callback: Callable[[int, int], None] | None = None,
+    device: torch.device | str | None = None,
+    *,
     steps: int | Sequence[int] | None = None,
     eta: float | None = None,
     variance: str | None = None,
-    parameterization: str = "eps",
-    clip_x0: float | None = None,
-    device: torch.device | str | None = None,
-    progress: bool = False,
+    clip_x0: bool | float = False,
 ) -> torch.Tensor:
-    """DDPM ancestral sampling (Algorithm 2 of seed 002), respaced when ``steps < T``.
+    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), respaced when ``steps < T``.
 
     Args:
-        network: ``network(x_t, time, class_labels)`` with ``time = (t + 0.5)/T`` (N,);
-            output (N, C, H, W) read as ``parameterization``.
-        process: the :class:`DiscreteGaussianProcess` the network was trained with.
+        denoiser: a :class:`~udpm.objectives.denoiser.Denoiser`, or a bare ε-predicting
+            ``network(x_t, time, class_labels)`` with ``time = (t + 0.5)/T`` (N,).
+        process: the discrete-time Gaussian process the network was trained with.
         image_shape: ``(C, H, W)``.
         n: batch size; image ``i`` uses seed ``seed + i``. Ignored when ``noises`` is given.
         seed: first seed.
         noises: the explicit latent ``[x_T, z_1, .., z_{K-1}]``, each (N, C, H, W), or None.
         class_labels: LongTensor (N,) for class-conditional networks.
+        callback: ``callback(steps_done, steps_total)`` after every network call.
+        device: where to run; defaults to the network's device.
         steps: the number of steps ``K`` (default ``T``, the full chain) on the leading grid
             of :func:`timestep_grid`, or an explicit descending list of indices.
         eta: not used by DDPM; must be None (``sample_ddim`` with ``eta=1`` equals
             ``variance="beta_tilde"``).
         variance: ``σ_t²``: ``"beta"`` (``β_t``, default; Ho et al.'s CIFAR-10 setting) or
             ``"beta_tilde"`` (the posterior's ``β̃_t``).
-        parameterization: what the network predicts: ``"eps"``, ``"x0"`` or ``"v"``.
-        clip_x0: clip ``x̂_0`` to ``[-clip_x0, clip_x0]`` at each step (Ho et al. use 1).
-        device: where to run; defaults to the network's device.
-        progress: show a progress bar.
+        clip_x0: clip ``x̂_0`` to ``[-1, 1]`` (or ``[-c, c]`` for a number ``c``) at each step
+            and recompute ``ε̂`` from it, as Ho et al.'s code does; ``False`` leaves it.
 
     Returns:
         images (N, C, H, W), float32.
     """
-    _check_process(process, DiscreteGaussianProcess, "sample_ddpm")
+    _check_process(process, True, "sample_ddpm")
     if eta is not None:
         raise UDPMError("sample_ddpm has no eta; use sample_ddim for η-sampling")
     update = partial(_ancestral_update, variance=_check_variance(variance, "beta"))
     points = _discrete_points(process, steps, default=process.num_timesteps)
     return _sample(
-        network,
-        points,
-        image_shape,
-        n,
-        seed,
-        noises,
-        class_labels,
-        parameterization,
-        clip_x0,
-        device,
-        progress,
-        stochastic=True,
-        update=update,
-    )
+        denoiser, process, points, image_shape, n, seed, noises, class_labels, clip_x0,
+        device, callback, stochastic=True, update=update,
+    )  # fmt: skip
 
 
 def sample_ddim(
-    network,
-    process: DiscreteGaussianProcess,
+    denoiser,
+    process,
     image_shape: Sequence[int],
     n: int | None = None,
     seed: int = 0,
     noises: Sequence[torch.Tensor] | None = None,
     class_labels: torch.Tensor | None = None,
+    callback: Callable[[int, int], None] | None = None,
+    device: torch.device | str | None = None,
+    *,
     steps: int | Sequence[int] | None = None,
     eta: float | None = None,
     variance: str | None = None,
-    parameterization: str = "eps",
-    clip_x0: float | None = None,
-    device: torch.device | str | None = None,
-    progress: bool = False,
+    clip_x0: bool | float = False,
 ) -> torch.Tensor:
-    """DDIM sampling (Song et al., eq. 12) of a DDPM-trained network with any ``K`` and ``η``.
+    """DDIM sampling (Song et al. 2021, eq. 12) of a DDPM-trained network, any ``K`` and ``η``.
 
     Arguments as :func:`sample_ddpm`, except:
 
@@ -355,62 +254,49 @@ def sample_ddim(
         steps: ``K`` (default 50) on the leading grid, or an explicit descending list.
         eta: ``η ∈ [0, 1]`` (default 0, deterministic: only ``x_T`` is drawn).
         variance: not used by DDIM (``η`` sets the noise); must be None.
-        clip_x0: clip ``x̂_0`` and recompute ``ε̂`` from it (diffusers'
-            ``use_clipped_model_output=True``).
     """
-    _check_process(process, DiscreteGaussianProcess, "sample_ddim")
+    _check_process(process, True, "sample_ddim")
     if variance is not None:
         raise UDPMError("sample_ddim has no variance option; eta sets the noise")
     eta = _check_eta(0.0 if eta is None else eta)
     points = _discrete_points(process, steps, default=50)
     return _sample(
-        network,
-        points,
-        image_shape,
-        n,
-        seed,
-        noises,
-        class_labels,
-        parameterization,
-        clip_x0,
-        device,
-        progress,
-        stochastic=eta > 0,
-        update=partial(_ddim_update, eta=eta),
-    )
+        denoiser, process, points, image_shape, n, seed, noises, class_labels, clip_x0,
+        device, callback, stochastic=eta > 0, update=partial(_ddim_update, eta=eta),
+    )  # fmt: skip
 
 
 def sample_continuous(
-    network,
-    process: ContinuousGaussianProcess,
+    denoiser,
+    process,
     image_shape: Sequence[int],
     n: int | None = None,
     seed: int = 0,
     noises: Sequence[torch.Tensor] | None = None,
     class_labels: torch.Tensor | None = None,
+    callback: Callable[[int, int], None] | None = None,
+    device: torch.device | str | None = None,
+    *,
     steps: int | Sequence[float] | None = None,
     eta: float | None = None,
     variance: str | None = None,
-    parameterization: str = "eps",
-    clip_x0: float | None = None,
-    device: torch.device | str | None = None,
-    progress: bool = False,
+    clip_x0: bool | float = False,
 ) -> torch.Tensor:
-    """Sampling of a continuous-time model (simple diffusion, seed 004).
+    """Sampling of a continuous-time model (simple diffusion; Hoogeboom et al. 2023).
 
     Ancestral by default: ``z_s ~ q(z_s | z_t, x̂)`` on the uniform grid of :func:`time_grid`.
     Arguments as :func:`sample_ddpm`, except:
 
     Args:
-        network: ``network(z_t, t, class_labels)`` with ``t ∈ [0, 1]`` itself.
-        process: a :class:`ContinuousGaussianProcess`.
+        denoiser: as :func:`sample_ddpm`; the network's time input is ``t ∈ [0, 1]`` itself.
+        process: a continuous-time Gaussian process.
         steps: ``K`` (default 256) uniform steps, or an explicit descending list of times.
         eta: None for ancestral sampling, or ``η ∈ [0, 1]`` for the DDIM update on the same
             grid (0: deterministic).
         variance: for ancestral sampling, ``"beta_tilde"`` (the posterior's ``σ_{t→s}²``,
             default) or ``"beta"`` (the forward step's ``σ_{t|s}²``); None with ``eta``.
     """
-    _check_process(process, ContinuousGaussianProcess, "sample_continuous")
+    _check_process(process, False, "sample_continuous")
     steps = 256 if steps is None else steps
     points = _points(process, time_grid(steps) if isinstance(steps, int) else steps)
     if eta is None:
@@ -422,17 +308,6 @@ def sample_continuous(
         eta = _check_eta(eta)
         update, stochastic = partial(_ddim_update, eta=eta), eta > 0
     return _sample(
-        network,
-        points,
-        image_shape,
-        n,
-        seed,
-        noises,
-        class_labels,
-        parameterization,
-        clip_x0,
-        device,
-        progress,
-        stochastic,
-        update,
-    )
+        denoiser, process, points, image_shape, n, seed, noises, class_labels, clip_x0,
+        device, callback, stochastic, update,
+    )  # fmt: skip

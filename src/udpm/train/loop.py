@@ -20,69 +20,15 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from udpm import checkpoint as ckpt
+from udpm.config import Config
+from udpm.data.batches import Batches
+from udpm.device import autocast_dtype, resolve_device
 from udpm.errors import UDPMError
-from udpm.methods import get_method
+from udpm.methods import get_method, get_spec
 from udpm.methods.base import NonFiniteLoss
-from udpm.train import checkpoint as ckpt
 from udpm.train import distributed as dist
-from udpm.train.config import Config
 from udpm.train.ema import EMA
-
-
-class Batches:
-    """Shuffled mini-batches of an in-memory uint8 image tensor, with resumable state.
-
-    It is also the distributed sampler: every rank holds the same generator, so all draw
-    the same permutation (a new one every epoch) and the same global batch, and keep their
-    own part of it (``next(indices)``).
-    """
-
-    def __init__(self, images, labels, batch_size: int, hflip: bool, seed: int):
-        if batch_size > len(images):
-            raise UDPMError(f"batch size {batch_size} exceeds the {len(images)} images")
-        self.images, self.labels = images, labels
-        self.batch_size, self.hflip = batch_size, hflip
-        self.gen = torch.Generator().manual_seed(seed)
-        self.perm, self.pos = torch.randperm(len(images), generator=self.gen), 0
-
-    def next(self, indices: slice | None = None):
-        """The next global batch, scaled to [-1, 1]; ``indices`` selects this rank's part."""
-        if self.pos + self.batch_size > len(self.perm):
-            self.perm, self.pos = torch.randperm(len(self.images), generator=self.gen), 0
-        idx = self.perm[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
-        flip = torch.rand(len(idx), generator=self.gen) < 0.5
-        if indices is not None:
-            idx, flip = idx[indices], flip[indices]
-        x = self.images[idx].float() / 127.5 - 1
-        if self.hflip:
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        labels = None if self.labels is None else self.labels[idx]
-        return x, labels
-
-    def state_dict(self) -> dict:
-        return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.gen.set_state(state["gen"])
-        self.perm, self.pos = state["perm"], int(state["pos"])
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UDPMError(f"device {name} requested but CUDA is not available")
-    return torch.device(name)
-
-
-def autocast_dtype(amp: str, device: torch.device):
-    """bf16 autocast on CUDA, full fp32 on CPU (``amp: auto``)."""
-    if amp == "fp32" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp in ("bf16", "auto"):
-        return torch.bfloat16
-    raise UDPMError(f"amp must be auto, bf16 or fp32, got {amp!r}")
 
 
 def prepare_run_dir(out: Path, config: Config, resume: bool) -> Config:
@@ -95,7 +41,7 @@ def prepare_run_dir(out: Path, config: Config, resume: bool) -> Config:
         if not config_file.is_file() or not ckpt.checkpoint_steps(out):
             raise UDPMError(f"--resume: {out} holds no run with a checkpoint to resume")
         saved = Config.from_dict(yaml.safe_load(config_file.read_text()))
-        saved.steps = config.steps  # the one field a resumed run may change: go further
+        saved = saved.replace(steps=config.steps)  # the one field a resumed run may change
         return saved
     if config_file.exists() or ckpt.checkpoint_steps(out):
         raise UDPMError(f"{out} already holds a run; pass --resume or choose another --out")
@@ -156,9 +102,7 @@ class Trainer:
                 f"world_size={world_size} but the process group has {dist.world_size()}; "
                 "call udpm.train.train under torchrun, which sets up the group"
             )
-        from udpm.methods.diffusion import resolve_config
-
-        config = resolve_config(config)
+        get_spec(config.method).validate(config)
         dist.BatchSplit(config.batch_size, world_size, rank, config.micro_batch)  # fail early
         dist.check_same(
             {"config": config.to_dict(), "udpm": _version(), "torch": torch.__version__}
@@ -201,10 +145,7 @@ class Trainer:
 
     def _load_data(self, cfg: Config):
         from udpm.data import load_source
-        from udpm.processes.upsampling import UpsamplingProcess
 
-        if cfg.method == "udpm":
-            UpsamplingProcess(cfg.alphas, cfg.sigmas).check_resolution(cfg.resolution)
         data = load_source(
             cfg.data, resolution=cfg.resolution, channels=cfg.channels, max_images=cfg.max_images
         )

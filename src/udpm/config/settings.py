@@ -1,0 +1,127 @@
+"""Each method's own settings, with its paper's optimiser: one frozen dataclass per method.
+
+Every method runs with its own recipe, never with another method's: UDPM's adversarial
+Adam settings do not leak into DDPM, and the defaults here are the papers' (cited per field).
+Presets (``udpm.config.presets``) change them only where a CPU budget forces it, and say so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Parameterization = Literal["eps", "x0", "v"]
+GaussianSampler = Literal["ancestral", "ddim"]
+
+
+@dataclass(frozen=True)
+class Optim:
+    """Adam (or AdamW with ``weight_decay``) and its learning-rate schedule.
+
+    ``warmup`` steps of linear warm-up, then constant (``decay="none"``) or cosine decay to 0
+    at the run's last step (``decay="cosine"``, DDGAN's choice).
+    """
+
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)  # torch's default
+    weight_decay: float = 0.0
+    warmup: int = 0
+    grad_clip: float | None = None  # max global gradient norm per network; None: no clipping
+    decay: Literal["none", "cosine"] = "none"
+
+
+# The UDPM authors' code (``train_DDP.py``): Adam with torch's default betas, lr 1e-4 for G
+# and D, 5k warm-up steps, no gradient clipping.
+UDPM_OPTIM = Optim(lr=1e-4, betas=(0.9, 0.999), warmup=5000, grad_clip=None)
+
+
+@dataclass(frozen=True)
+class UDPMSettings:
+    """UDPM (Abu-Hussein and Giryes 2024): the upsampling process and its loss weights.
+
+    Loss at level ``l``: ``λ1[l]·L1 + λp[l]·LPIPS + λa[l]·softplus(-D(ŷ + n))`` (Sec. 3.3);
+    one entry per level ``1..L``.
+    """
+
+    alphas: tuple[float, ...] = (0.5, 0.2, 1e-3)
+    sigmas: tuple[float, ...] = (0.1, 0.2, 0.3)
+    factor: int = 2  # γ
+    kernel: list | None = None  # blur kernel (γ×γ); None = unit-norm box
+    scalar_posterior: bool = False  # sample with the authors' 1/(a+b) covariance
+    lambda_l1: tuple[float, ...] = (1.0, 1.0, 0.0)
+    lambda_perceptual: tuple[float, ...] = (4.0, 4.0, 0.0)
+    lambda_adv: tuple[float, ...] = (0.2, 0.5, 1.0)
+    r1: tuple[float, ...] = (0.025, 0.1, 0.4)  # R1 weight γ on D's real inputs, per level
+    # D's loss: "mean" is the authors' ½(L_real + L_fake) + (γ/2)·R1; "sum" drops the ½ on
+    # the GAN terms (R1 then weighs half as much relative to them).
+    d_loss: Literal["mean", "sum"] = "mean"
+    perceptual: Literal["lpips", "none"] = "lpips"  # lpips needs the extra and VGG weights
+    instance_noise: float = 0.4  # std of the noise added to D's inputs ...
+    instance_noise_decay: float = 0.99  # ... multiplied by this ...
+    instance_noise_every: int = 1000  # ... every this many steps
+    optim: Optim = UDPM_OPTIM
+
+    @property
+    def levels(self) -> int:
+        return len(self.alphas)
+
+
+@dataclass(frozen=True)
+class DDPMSettings:
+    """DDPM (Ho et al. 2020): T = 1000, linear β 1e-4..0.02, ε-prediction, ``L_simple``.
+
+    Sampling defaults to the ancestral chain (Algorithm 2) with ``x̂₀`` clipped to [-1, 1],
+    as Ho et al.'s code and diffusers' schedulers do; DDIM (Song et al. 2021) via ``sampler``.
+    Optimiser: Adam with its default betas, lr 2e-4, 5000 warm-up steps, gradient norm
+    clipped to 1 (Ho et al., Appendix B and their released code).
+    """
+
+    schedule: Literal["linear", "cosine"] = "linear"
+    T: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    parameterization: Parameterization = "eps"
+    weighting: Parameterization = "eps"  # L_simple
+    sampler: GaussianSampler = "ancestral"
+    sample_steps: int | None = None  # None: the full chain (ancestral) or 50 (DDIM)
+    eta: float | None = None
+    clip_x0: bool = True
+    optim: Optim = Optim(lr=2e-4, betas=(0.9, 0.999), warmup=5000, grad_clip=1.0)
+
+
+@dataclass(frozen=True)
+class SimpleSettings:
+    """simple diffusion (Hoogeboom et al. 2023): shifted cosine logSNR, v-prediction.
+
+    The loss is ``L_ε = α² L_v`` (the paper trains the v-prediction with ε-weighting),
+    multiscale from ``multiscale_base`` up. Optimiser: Adam with its default betas and
+    gradient clipping as DDPM (the paper's own optimiser settings are not reproduced here).
+    """
+
+    schedule: Literal["cosine"] = "cosine"
+    base_resolution: int = 64
+    shift_interpolate: bool = False
+    logsnr_min: float = -15.0
+    logsnr_max: float = 15.0
+    parameterization: Parameterization = "v"
+    weighting: Parameterization = "eps"
+    multiscale_base: int | None = 32
+    sampler: GaussianSampler = "ancestral"
+    sample_steps: int | None = 256
+    eta: float | None = None
+    clip_x0: bool = True
+    optim: Optim = Optim(lr=1e-4, betas=(0.9, 0.999), warmup=5000, grad_clip=1.0)
+
+
+SETTINGS: dict[str, type] = {
+    "udpm": UDPMSettings,
+    "ddpm": DDPMSettings,
+    "simple": SimpleSettings,
+}
+
+
+def default_settings(method: str):
+    return SETTINGS[method]()
+
+
+__all__ = ["SETTINGS", "DDPMSettings", "Optim", "SimpleSettings", "UDPMSettings", "field"]
