@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
+from udpm.config import flat_config
 from udpm.errors import UDPMError
-from udpm.methods.ddgan import DDGANMethod, DDGANSettings, cosine_lr, settings_of
-from udpm.train.config import Config
+from udpm.methods.ddgan import DDGANMethod, cosine_lr
+from udpm.methods.registry import get_spec
 
 TINY_G = dict(
     model_channels=8,
@@ -21,21 +22,23 @@ TINY_G = dict(
 TINY_D = dict(model_channels=8, channel_mult=[1, 2])
 
 
-def tiny_method(**settings):
-    config = Config(
+def tiny_config(**settings):
+    values = dict(T=2, z_dim=4, lazy_r1=2, decay="none")
+    values.update(settings)
+    return flat_config(
         method="ddgan",
         resolution=8,
         batch_size=4,
         steps=10,
         network=TINY_G,
         discriminator=TINY_D,
-        grad_clip=0.0,
+        **values,
     )
-    values = dict(T=2, z_dim=4, lazy_r1=2, lr_schedule="constant")
-    values.update(settings)
-    config.settings = DDGANSettings(**values)  # until the framework's Config has the field
+
+
+def tiny_method(**settings):
     torch.manual_seed(0)  # the same initial networks every time
-    return DDGANMethod(config, "cpu")
+    return DDGANMethod(tiny_config(**settings), "cpu")
 
 
 def data(n=4):
@@ -50,7 +53,7 @@ def g_output(method, z):
 
 
 def test_generator_depends_on_z_after_a_few_steps():
-    m = tiny_method(optim={"lr": 2e-3, "betas": (0.5, 0.9)})
+    m = tiny_method(lr=2e-3)
     z1, z2 = torch.randn(2, 4), torch.randn(2, 4)
     # The zero-initialised output conv hides z (and everything else) at first.
     assert torch.equal(g_output(m, z1), g_output(m, z2))
@@ -71,7 +74,7 @@ def test_lazy_r1_fires_on_the_right_steps():
 
 
 def test_two_learning_rates_with_cosine_decay():
-    m = tiny_method(lr_schedule="cosine", lr_d=1e-3, lr_min=1e-5, optim={"lr": 2e-3})
+    m = tiny_method(decay="cosine", lr_d=1e-3, lr_min=1e-5, lr=2e-3)
     lrs = []
     for step in (0, 5, 10):
         m.set_lr(step)
@@ -83,16 +86,21 @@ def test_two_learning_rates_with_cosine_decay():
     assert cosine_lr(0, 10, 1.0, 0.0, warmup=4) == pytest.approx(0.25)
 
 
-def test_settings_are_read_from_dicts_and_checked():
-    config = Config(method="ddgan")
-    config.settings = {"T": 2, "optim": {"lr": 3e-4}}
-    s = settings_of(config)
-    assert (s.T, s.optim.lr, s.optim.betas, s.lr_d) == (2, 3e-4, (0.5, 0.9), 1.25e-4)
-    config.settings = {"steps_T": 2}
-    with pytest.raises(UDPMError, match="unknown ddgan setting"):
-        settings_of(config)
+def test_paper_settings_and_validation():
+    s = flat_config(method="ddgan").settings
+    assert (s.T, s.z_dim, s.r1_gamma, s.lazy_r1) == (4, 100, 0.02, 15)
+    assert (s.optim.lr, s.lr_d, s.optim.betas, s.optim.decay) == (
+        1.6e-4,
+        1.25e-4,
+        (0.5, 0.9),
+        "cosine",
+    )
+    spec = get_spec("ddgan")
+    spec.validate(tiny_config())
     with pytest.raises(UDPMError, match="lazy_r1"):
-        DDGANSettings(lazy_r1=0)
+        spec.validate(tiny_config(lazy_r1=0))
+    with pytest.raises(UDPMError, match="beta_min"):
+        spec.validate(tiny_config(beta_min=30.0))
 
 
 def test_state_round_trip_continues_exactly():

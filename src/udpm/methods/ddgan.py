@@ -19,79 +19,18 @@ cosine decay to ``lr_min`` over ``config.steps`` (NVlabs' ``CosineAnnealingLR``,
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 
+from udpm.config.settings import DDGANSettings
 from udpm.errors import UDPMError
 from udpm.methods.base import Method
 from udpm.methods.spec import MethodSpec, SampleResult, image_shape
 from udpm.objectives.adversarial import discriminator_loss, generator_adversarial, lazy_r1_due
 from udpm.objectives.ddgan import fake_prev, joint_pair, pair_input, real_logits_r1
 
-try:  # the framework's optimiser settings, once they land
-    from udpm.config import Optim
-except ImportError:  # until then, the same fields here
-
-    @dataclass(frozen=True)
-    class Optim:
-        lr: float = 1e-4
-        betas: tuple[float, float] = (0.5, 0.9)
-        warmup: int = 0
-        grad_clip: float | None = None
-        weight_decay: float = 0.0
-
-
-@dataclass(frozen=True)
-class DDGANSettings:
-    """DDGAN's own config; defaults are the paper's CIFAR-10 settings (NVlabs' script)."""
-
-    T: int = 4  # denoising steps (= NFE); 4 on CIFAR-10
-    beta_min: float = 0.1  # VP SDE's β(t) at t = 0 ...
-    beta_max: float = 20.0  # ... and at t = 1 (processes/schedules.py)
-    z_dim: int = 100  # latent of G(x_t, z, t); NVlabs' nz
-    r1_gamma: float = 0.02  # R1 weight γ; the penalty added is γ/2 · E||∇D||²
-    lazy_r1: int = 15  # R1 on steps 0, k, 2k, ..; 1 = every step
-    lr_d: float = 1.25e-4  # D's learning rate (G's is optim.lr)
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
-    lr_min: float = 1e-5  # the cosine's floor, for G and D
-    optim: Optim = field(default_factory=lambda: Optim(lr=1.6e-4, betas=(0.5, 0.9), warmup=0))
-
-    def __post_init__(self):
-        if isinstance(self.optim, dict):  # from YAML: over the paper's optimiser
-            paper = DDGANSettings.__dataclass_fields__["optim"].default_factory()
-            object.__setattr__(self, "optim", dataclasses.replace(paper, **self.optim))
-        if self.T < 1 or self.z_dim < 0 or self.lazy_r1 < 1 or self.r1_gamma < 0:
-            raise UDPMError(
-                "ddgan needs T >= 1, z_dim >= 0, lazy_r1 >= 1 and r1_gamma >= 0; got "
-                f"T={self.T}, z_dim={self.z_dim}, lazy_r1={self.lazy_r1}, r1_gamma={self.r1_gamma}"
-            )
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise UDPMError(f"lr_schedule must be cosine or constant, got {self.lr_schedule!r}")
-
-
-def settings_of(config) -> DDGANSettings:
-    """``config.settings`` as :class:`DDGANSettings`, read defensively.
-
-    Until the framework's typed config lands, a dict (``config.settings``, or else the
-    interim ``config.diffusion``) is accepted; unknown keys are an error.
-    """
-    raw = getattr(config, "settings", None)
-    if isinstance(raw, DDGANSettings):
-        return raw
-    if raw is None:
-        raw = getattr(config, "diffusion", None) or {}
-    if dataclasses.is_dataclass(raw):
-        raw = dataclasses.asdict(raw)
-    raw = dict(raw)
-    known = {f.name for f in dataclasses.fields(DDGANSettings)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise UDPMError(f"unknown ddgan setting(s): {', '.join(unknown)}")
-    return DDGANSettings(**raw)
+__all__ = ["SPEC", "DDGANMethod", "DDGANSettings"]
 
 
 # --- parts -----------------------------------------------------------------------------------
@@ -100,7 +39,7 @@ def settings_of(config) -> DDGANSettings:
 def build_process(config):
     from udpm.processes.schedules import ddgan_process
 
-    s = settings_of(config)
+    s = config.settings
     return ddgan_process(s.T, s.beta_min, s.beta_max)
 
 
@@ -113,7 +52,7 @@ def build_generator(config, num_classes: int = 0) -> torch.nn.Module:
     kwargs.update(
         num_classes=num_classes if config.class_conditional else 0,
         out_factor=1,
-        z_dim=settings_of(config).z_dim,
+        z_dim=config.settings.z_dim,
         out_activation="tanh",
     )
     return UNet(**kwargs)
@@ -131,13 +70,6 @@ def build_discriminator(config, num_classes: int = 0) -> torch.nn.Module:
         num_classes=num_classes if config.class_conditional else 0,
     )
     return Discriminator(**kwargs)
-
-
-def build_networks(config, num_classes: int = 0) -> dict[str, torch.nn.Module]:
-    return {
-        "G": build_generator(config, num_classes),
-        "D": build_discriminator(config, num_classes),
-    }
 
 
 def cosine_lr(step: int, total: int, lr: float, lr_min: float, warmup: int = 0) -> float:
@@ -161,32 +93,22 @@ class DDGANMethod(Method):
 
     def __init__(self, config, device, num_classes=0, autocast_dtype=None, warn=None):
         super().__init__(config, device, num_classes, autocast_dtype)
-        self.settings = s = settings_of(config)
+        self.settings = s = config.settings
         self.process = build_process(config)
-        self.modules = {
-            k: m.to(self.device) for k, m in build_networks(config, num_classes).items()
-        }
-        rates = {"G": s.optim.lr, "D": s.lr_d}
-        self.optimizers = {
-            k: torch.optim.Adam(
-                m.parameters(),
-                lr=rates[k],
-                betas=tuple(s.optim.betas),
-                weight_decay=s.optim.weight_decay,
-            )
-            for k, m in self.modules.items()
-        }
-        self.base_lr = rates
+        self.modules["G"] = build_generator(config, num_classes).to(self.device)
+        self.modules["D"] = build_discriminator(config, num_classes).to(self.device)
+        self._make_optimizers({"G": s.optim.lr, "D": s.lr_d})
         self.noise_gen = torch.Generator().manual_seed(config.seed * 1000 + 1)
 
     def set_lr(self, step: int) -> None:
-        s = self.settings
+        """The base schedule, except that the cosine ends at ``lr_min`` (NVlabs), not 0."""
+        optim = self.settings.optim
+        if optim.decay != "cosine":
+            return super().set_lr(step)
         for name, opt in self.optimizers.items():
-            base = self.base_lr[name]
-            lr = (
-                cosine_lr(step, self.config.steps, base, min(s.lr_min, base), s.optim.warmup)
-                if s.lr_schedule == "cosine"
-                else base * min(1.0, (step + 1) / max(s.optim.warmup, 1))
+            base = self.base_lrs[name]
+            lr = cosine_lr(
+                step, self.config.steps, base, min(self.settings.lr_min, base), optim.warmup
             )
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -262,51 +184,55 @@ class DDGANMethod(Method):
         if state:
             self.noise_gen.set_state(state["noise_gen"])
 
-    def sample(self, network, seeds, labels):
-        """Training-time preview grids: the full ``T``-step chain, one seed per image."""
-        from udpm.noise import seeded_noise
-        from udpm.samplers.ddgan import latent_shapes, sample_ddgan
 
-        shape = image_shape(self.config)
-        shapes = latent_shapes(shape, self.process.num_timesteps, self.settings.z_dim)
-        noises = seeded_noise(shapes, list(seeds))
-        return sample_ddgan(
-            network,
-            self.process,
-            shape,
-            noises=noises,
-            class_labels=labels,
-            z_dim=self.settings.z_dim,
-        )
+# --- the spec: how the rest of the package sees DDGAN ----------------------------------------
 
 
-# --- the spec --------------------------------------------------------------------------------
+def latent_shapes(pipe, options: dict) -> list[tuple]:
+    from udpm.samplers.ddgan import latent_shapes as shapes
+
+    s = pipe.config.settings
+    return shapes(image_shape(pipe.config), s.T, s.z_dim)
 
 
-def _sample(pipe, noise_source, class_labels, options, callback) -> SampleResult:
-    from udpm.samplers.ddgan import run_chain
+def sample(pipe, seeds, noises, labels, options, callback=None, return_levels=False):
+    """One batch through :func:`udpm.samplers.ddgan.sample_ddgan`; image ``i`` uses ``seeds[i]``."""
+    from udpm.noise import seeded_noise
+    from udpm.samplers.ddgan import sample_ddgan
 
-    z_dim = settings_of(pipe.config).z_dim
-    shape = image_shape(pipe.config)
-    x, x0_hats = run_chain(
-        pipe.network, pipe.process, shape, noise_source, class_labels, callback, z_dim
+    if noises is None:
+        noises = seeded_noise(latent_shapes(pipe, options), list(seeds))
+    out = sample_ddgan(
+        pipe.network,
+        pipe.process,
+        image_shape(pipe.config),
+        noises=noises,
+        class_labels=labels,
+        callback=callback,
+        z_dim=pipe.config.settings.z_dim,
+        return_levels=return_levels,
     )
-    return SampleResult(images=x, levels=torch.stack(x0_hats, dim=1))
+    return SampleResult(*out) if return_levels else SampleResult(out)
 
 
-def _latent_shapes(pipe, options) -> list[tuple]:
-    from udpm.samplers.ddgan import latent_shapes
-
-    s = settings_of(pipe.config)
-    return latent_shapes(image_shape(pipe.config), s.T, s.z_dim)
-
-
-def _describe(config) -> str:
-    s = settings_of(config)
+def describe(config) -> str:
+    s = config.settings
     return (
-        f"DDGAN: {s.T} denoising steps (NFE {s.T}), z in R^{s.z_dim}, "
+        f"{s.T} denoising steps (NFE {s.T}), z in R^{s.z_dim}, "
         f"R1 gamma {s.r1_gamma} every {s.lazy_r1} steps"
     )
+
+
+def validate(config) -> None:
+    s = config.settings
+    if s.T < 1 or s.z_dim < 0 or s.lazy_r1 < 1 or s.r1_gamma < 0 or s.lr_d <= 0:
+        raise UDPMError(
+            "ddgan needs T >= 1, z_dim >= 0, lazy_r1 >= 1, r1_gamma >= 0 and lr_d > 0; got "
+            f"T={s.T}, z_dim={s.z_dim}, lazy_r1={s.lazy_r1}, r1_gamma={s.r1_gamma}, "
+            f"lr_d={s.lr_d}"
+        )
+    build_process(config)  # the schedule's own checks (beta_min < beta_max)
+    build_discriminator(config)  # D's size checks, before a run directory exists
 
 
 SPEC = MethodSpec(
@@ -314,11 +240,10 @@ SPEC = MethodSpec(
     settings=DDGANSettings,
     trainer="udpm.methods.ddgan:DDGANMethod",
     build_process=build_process,
-    build_networks=build_networks,
-    sample=_sample,
-    latent_shapes=_latent_shapes,
-    sampler_options={},
-    describe=_describe,
-    has_levels=True,  # x̂_0 of every step
-    deterministic_given_noise=True,
+    build_generator=build_generator,
+    sample=sample,
+    latent_shapes=latent_shapes,
+    describe=describe,
+    validate=validate,
+    has_levels=True,  # x̂_0 of every step, (N, T, C, H, W)
 )

@@ -18,12 +18,9 @@ import torch
 
 
 def posterior_sample(process, x_t, x0, t, noise=None, t_prev=None) -> torch.Tensor:
-    """``x_{t-1} ~ q(x_{t-1} | x_t, x_0)``; the one place that knows the process's argument order.
-
-    The framework is moving ``posterior_sample`` to ``(x_t, x0, t, t_prev, noise)``; when it
-    lands, swap the first two arguments below.
-    """
-    return process.posterior_sample(x0, x_t, t, t_prev=t_prev, noise=noise)
+    """``x_{t-1} ~ q(x_{t-1} | x_t, x_0)``; the one place that knows the process's argument order
+    (``processes/contract.py``: the noisy sample, what it is conditioned on, the times, noise)."""
+    return process.posterior_sample(x_t, x0, t, t_prev=t_prev, noise=noise)
 
 
 def joint_pair(process, x0, t, noise_prev, noise_step) -> tuple[torch.Tensor, torch.Tensor]:
