@@ -99,3 +99,16 @@ def test_presets_resolve_with_the_paper_recipe():
         assert (s.T, s.z_dim, s.r1_gamma, s.lazy_r1) == (4, 100, 0.02, 15)
         assert (s.optim.lr, s.lr_d, s.optim.betas) == (1.6e-4, 1.25e-4, (0.5, 0.9))
     assert paper.batch_size == 256 and paper.network["channel_mult"] == [1, 2, 2, 2]
+
+
+def test_train_with_method_ddgan_from_the_command_line(tmp_path, tiny_npz, capsys):  # noqa: F811
+    common = ["train", "--data", str(tiny_npz), "--method", "ddgan", "--resolution", "16"]
+    common += ["--batch-size", "4", "--steps", "1", "--no-progress", "--set", "T=2"]
+    common += ["--set", "network.model_channels=8", "--set", "discriminator.model_channels=8"]
+    assert main([*common, "--out", str(tmp_path / "run")]) == 0
+    model = udpm.load(tmp_path / "run")
+    assert model.config.method == "ddgan" and model.config.settings.T == 2
+    assert model.config.settings.optim.betas == (0.5, 0.9)  # DDGAN's own optimiser
+    code = main([*common, "--out", str(tmp_path / "bad"), "--set", "lazy_r1=0"])
+    assert code == 1 and "lazy_r1 >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before the run directory is made
