@@ -1,5 +1,5 @@
 """DDGAN training (Xiao et al. 2022, "Tackling the generative learning trilemma with
-denoising diffusion GANs", Algorithm 1; NVlabs/denoising-diffusion-gan ``train_ddgan.py``).
+denoising diffusion GANs", Sec. 3-4; NVlabs/denoising-diffusion-gan ``train_ddgan.py``).
 
 Each step trains D then G, as NVlabs does:
 

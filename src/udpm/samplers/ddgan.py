@@ -1,4 +1,4 @@
-"""DDGAN sampling (Xiao et al. 2022, Algorithm 1 of Appendix; NVlabs ``sample_from_model``).
+"""DDGAN sampling (Xiao et al. 2022, Sec. 4; NVlabs ``test_ddgan.py: sample_from_model``).
 
 ``x_T ~ N(0, I)``; for ``t = T..1``: ``x̂_0 = G(x_t, z_t, t)`` with a fresh ``z_t ~ N(0, I)``,
 then ``x_{t-1} ~ q(x_{t-1} | x_t, x̂_0)``, the Gaussian posterior (a point mass at ``t = 1``).
