@@ -100,9 +100,9 @@ def two_processes(tmp_path_factory):
         pytest.skip("this torch build has no gloo backend")
     work = tmp_path_factory.mktemp("ddp")
     data = make_data(work / "data.npz")
-    # This checkout's udpm first: an installed copy (another worktree's) must not answer.
-    path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    # this checkout first, whatever udpm the environment has installed
+    pythonpath = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
     for k in dist.ENV:
         env.pop(k, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]

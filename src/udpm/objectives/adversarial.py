@@ -43,6 +43,14 @@ def lazy_r1_due(step: int, every: int) -> bool:
     return every <= 1 or step % every == 0
 
 
-def instance_noise_std(step: int, start: float, decay: float, every: int) -> float:
-    """Instance noise for D's inputs: ``start · decay^(step // every)``."""
+def instance_noise_std(
+    step: int, start: float, decay: float, every: int, end: float | None = None, steps: int = 1
+) -> float:
+    """Instance noise for D's inputs: ``start · decay^(step // every)``.
+
+    With ``end``, instead ``start · (end/start)^(step/steps)``: geometric from ``start`` at
+    step 0 to ``end`` at the run's last step, whatever its length.
+    """
+    if end is not None:
+        return start * (end / start) ** min(step / max(steps, 1), 1.0)
     return start * decay ** (step // max(every, 1))
