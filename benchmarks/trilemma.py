@@ -29,7 +29,12 @@ import torch
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "cache"
 # Every method trains from scratch here, alone on the machine, for the same budget.
-BASELINES = {"udpm": "emoji32-cpu", "ddpm": "emoji32-cpu-ddpm", "simple": "emoji32-cpu-simple"}
+BASELINES = {
+    "udpm": "emoji32-cpu",
+    "ddpm": "emoji32-cpu-ddpm",
+    "simple": "emoji32-cpu-simple",
+    "ddgan": "emoji32-cpu-ddgan",
+}
 # (row name, method, sampler kwargs) — the rows of the table.
 ROWS = [
     ("udpm-exact", "udpm", {}),
@@ -38,6 +43,7 @@ ROWS = [
     ("ddim-50", "ddpm", {"sampler": "ddim", "steps": 50, "eta": 0.0}),
     ("ddpm-ancestral-50", "ddpm", {"sampler": "ancestral", "steps": 50}),
     ("simple-32", "simple", {"steps": 32}),
+    ("ddgan-4", "ddgan", {}),  # T = 4 generator calls, posterior sampling
     # Not budget-matched: the shipped model, trained for longer (its minutes are listed).
     ("udpm-shipped", "udpm-shipped", {}),
     ("udpm-shipped-scalar", "udpm-shipped", {"scalar_posterior": True}),
@@ -247,6 +253,8 @@ def describe_sampler(method: str, kwargs: dict) -> str:
     if method.startswith("udpm"):
         scalar = kwargs.get("scalar_posterior")
         return "scalar posterior (authors')" if scalar else "exact posterior"
+    if method == "ddgan":
+        return "G(x_t, z, t) + posterior"
     return f"{kwargs.get('sampler', 'ancestral')}" + (
         f", η={kwargs['eta']}" if kwargs.get("eta") is not None else ""
     )
@@ -268,7 +276,7 @@ def report_stage(args) -> None:
         _, method, kwargs = ROWS[order.index(r["row"])]
         r["method"] = method.replace("-shipped", " (shipped)")
         r["sampler"] = describe_sampler(method, kwargs)
-        if not method.startswith("udpm"):  # rows of udpm 0.1.0 have no options: unclipped
+        if method in ("ddpm", "simple"):  # rows of udpm 0.1.0 have no options: unclipped
             clipped = r.get("sampler_options", {}).get("clip_x0", False)
             r["sampler"] += ", x̂₀ clipped" if clipped else ", x̂₀ not clipped"
     floors = sorted(CACHE.glob("floor-*.json"))

@@ -130,7 +130,7 @@ def test_sample_bench_and_eval_take_the_flags(tmp_path):
     out = tmp_path / "png"
     args = ["sample", "--out", str(out), "--n", "2", "--device", "cpu"]
     assert main([*args, "--precision", "bf16", "--channels-last"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["seed000000.png", "seed000001.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["seed000000.png", "seed000001.png"]
     report = tmp_path / "bench.json"
     args = ["bench", "--batches", "2", "--repeats", "1", "--device", "cpu"]
     assert main([*args, "--precision", "bf16", "--json", str(report)]) == 0

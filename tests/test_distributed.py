@@ -35,6 +35,8 @@ RUNS = {
     "accum": dict(batch_size=16, micro_batch=4, steps=3, class_conditional=True),
     "straight": dict(batch_size=8, steps=4),
     "ddpm": dict(method="ddpm", batch_size=8, micro_batch=2, steps=2, T=20),
+    # Two micro-batches of 4 per rank; R1 on steps 0 and 2 (lazy, every 2 steps).
+    "ddgan": dict(method="ddgan", batch_size=16, micro_batch=4, steps=3, T=2, z_dim=4, lazy_r1=2),
 }
 
 
@@ -61,7 +63,7 @@ def worker(work: Path, data: Path) -> None:
     context = dist.init_from_env("cpu")
     rank, world = context.rank, context.world_size
     report = {"world_size": world}
-    for name in ("accum", "ddpm"):
+    for name in ("accum", "ddpm", "ddgan"):
         trainer = Trainer(
             config(data, name), work / name, progress=False, rank=rank, world_size=world
         )
@@ -126,7 +128,7 @@ def assert_close(a: dict, b: dict, exact: bool = False) -> None:
                 torch.testing.assert_close(v, b[name][k], rtol=1e-4, atol=1e-5, msg=f"{name}.{k}")
 
 
-@pytest.mark.parametrize("name", ["accum", "ddpm"])
+@pytest.mark.parametrize("name", ["accum", "ddpm", "ddgan"])
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, two_processes, name):
     work, data = two_processes
     rank0, rank1 = (torch.load(work / f"{name}-rank{r}.pt") for r in (0, 1))

@@ -197,3 +197,47 @@ def test_minibatch_std():
     expected = (h[0::2].var(0, unbiased=False) + 1e-8).sqrt().mean()
     assert torch.allclose(std[0::2], expected.expand(3))
     assert minibatch_std(torch.randn(5, 2, 1, 1)).shape == (5, 3, 1, 1)  # prime N: g = 1
+
+
+# --- DDGAN's latent input ----------------------------------------------------------------
+
+
+def test_unet_without_z_has_no_new_parameters():
+    plain, explicit = UNet(**TINY_UNET), UNet(z_dim=0, **TINY_UNET)
+    assert list(plain.state_dict()) == list(explicit.state_dict())
+    with_z = UNet(z_dim=5, **TINY_UNET)
+    extra = set(with_z.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith("z_map.") for k in extra)
+
+
+def test_unet_depends_on_z_per_sample():
+    net = perturbed(UNet(z_dim=5, out_factor=1, **TINY_UNET))
+    x, z = torch.randn(2, 3, 8, 8), torch.randn(2, 5)
+    base = net(x, 0.5, z=z)
+    assert not torch.allclose(base, net(x, 0.5, z=z.flip(0)), atol=1e-4)
+    other = torch.stack([z[0], torch.randn(5)])
+    torch.testing.assert_close(net(x, 0.5, z=other)[0], base[0])  # sample 0 sees its own z only
+    with pytest.raises(UDPMError, match="z missing"):
+        net(x, 0.5)
+    with pytest.raises(UDPMError, match="not expected"):
+        UNet(**TINY_UNET)(x, 0.5, z=z)
+
+
+def test_tanh_output_is_bounded():
+    net = perturbed(UNet(out_factor=1, out_activation="tanh", **TINY_UNET), scale=3.0)
+    raw = perturbed(UNet(out_factor=1, **TINY_UNET), scale=0.0)
+    raw.load_state_dict(net.state_dict())
+    x = torch.randn(2, 3, 8, 8) * 10
+    torch.testing.assert_close(net(x, 0.5), torch.tanh(raw(x, 0.5)))
+    assert raw(x, 0.5).abs().max() > 1  # so the bound is doing something
+    with pytest.raises(UDPMError, match="out_activation"):
+        UNet(out_activation="relu", **TINY_UNET)
+
+
+def test_discriminator_judges_pairs():
+    """DDGAN's D: 2C input channels, all at full size (num_levels=1), time-conditioned."""
+    D = perturbed(Discriminator(image_channels=6, **{**TINY_DISC, "num_levels": 1}))
+    pair = torch.randn(4, 6, 32, 32)
+    logits = D(pair, torch.full((4,), 0.375))
+    assert logits.shape == (4,)
+    assert not torch.allclose(logits, D(pair, torch.full((4,), 0.875)), atol=1e-4)

@@ -3,12 +3,20 @@
 from udpm.config.overrides import apply_overrides, config_keys, flat_config
 from udpm.config.presets import PRESETS, preset_config
 from udpm.config.schema import Config
-from udpm.config.settings import SETTINGS, DDPMSettings, Optim, SimpleSettings, UDPMSettings
+from udpm.config.settings import (
+    SETTINGS,
+    DDGANSettings,
+    DDPMSettings,
+    Optim,
+    SimpleSettings,
+    UDPMSettings,
+)
 
 __all__ = [
     "PRESETS",
     "SETTINGS",
     "Config",
+    "DDGANSettings",
     "DDPMSettings",
     "Optim",
     "SimpleSettings",

@@ -102,6 +102,48 @@ PRESETS: dict[str, dict] = {
             optim=Optim(lr=2e-4, betas=(0.9, 0.999), warmup=200, grad_clip=1.0),
         ),
     ),
+    # DDGAN at the CPU presets' network size, with the paper's own recipe (T = 4, nz 100,
+    # R1 0.02 every 15 steps, Adam (0.5, 0.9) with lr_G 1.6e-4 / lr_D 1.25e-4, cosine decay,
+    # no clipping). D is the CPU presets' D on pairs, without dropout, as NVlabs' D.
+    "emoji32-cpu-ddgan": dict(
+        _CPU,
+        method="ddgan",
+        sample_every=500,
+        discriminator_overrides={"dropout": 0.0},
+    ),
+    # DDGAN's CIFAR-10 settings (Xiao et al. 2022; NVlabs' README command): T = 4, nz 100
+    # mapped by 4 layers, NCSN++ width 128, mult (1,2,2,2), 2 blocks, attention at 16, no
+    # dropout, positional time embedding; batch 4 x 64 = 256 for 1800 epochs (351k steps),
+    # EMA 0.9999; D: NVlabs' small D (width 64, mult (2,4,8,8) on 32 px). Our U-Net conditions
+    # by scale-and-shift on one embedding where NCSN++ has AdaGN per norm: 44.5M, not 48.4M.
+    "cifar10-ddgan": dict(
+        method="ddgan",
+        data="cifar-10-python.tar.gz",
+        resolution=32,
+        batch_size=256,
+        steps=351_600,
+        ema_decay=0.9999,
+        network_preset="cifar10",
+        discriminator_preset="cifar10",
+        network_overrides={
+            "model_channels": 128,
+            "channel_mult": (1, 2, 2, 2),
+            "num_blocks": 2,
+            "attn_resolutions": (16,),
+            "dropout": 0.0,
+            "resolution": 32,
+            "num_classes": 0,
+            "embedding": "positional",
+            "embedding_channels": 512,
+            "z_layers": 4,
+        },
+        discriminator_overrides={
+            "model_channels": 64,
+            "channel_mult": (2, 4, 8, 8),
+            "num_classes": 0,
+            "dropout": 0.0,
+        },
+    ),
     # DDPM's CIFAR-10 settings (Ho et al. 2020, Appendix B): 35.7M-parameter U-Net, ch 128,
     # mult (1,2,2,2), 2 blocks, attention at 16x16, dropout 0.1, lr 2e-4, batch 128,
     # 800k steps, EMA 0.9999, T = 1000, linear betas, Adam defaults, grad clip 1.

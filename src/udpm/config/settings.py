@@ -121,10 +121,36 @@ class SimpleSettings:
     optim: Optim = Optim(lr=1e-4, betas=(0.9, 0.999), warmup=5000, grad_clip=1.0)
 
 
+# NVlabs/denoising-diffusion-gan, CIFAR-10 command: Adam (0.5, 0.9), lr_G 1.6e-4, cosine
+# decay (to DDGANSettings.lr_min), no warm-up, no gradient clipping.
+DDGAN_OPTIM = Optim(lr=1.6e-4, betas=(0.5, 0.9), warmup=0, grad_clip=None, decay="cosine")
+
+
+@dataclass(frozen=True)
+class DDGANSettings:
+    """DDGAN (Xiao et al. 2022): ``T`` denoising steps, each a conditional GAN ``G(x_t, z, t)``.
+
+    Defaults are the paper's CIFAR-10 settings (NVlabs' ``train_ddgan.py`` command). D's loss
+    is ``softplus(-D(real)) + softplus(D(fake)) + (γ/2)·R1`` with R1 on the real ``x_{t-1}``
+    every ``lazy_r1`` steps, not multiplied by ``lazy_r1`` (as NVlabs).
+    """
+
+    T: int = 4  # denoising steps = NFE
+    beta_min: float = 0.1  # the VP SDE's β(t) at t = 0 ...
+    beta_max: float = 20.0  # ... and at t = 1 (udpm.processes.schedules)
+    z_dim: int = 100  # the latent of G; NVlabs' nz
+    r1_gamma: float = 0.02  # γ
+    lazy_r1: int = 15  # R1 on steps 0, k, 2k, ..; 1 = every step
+    lr_d: float = 1.25e-4  # D's learning rate; G's is optim.lr
+    lr_min: float = 1e-5  # the cosine's floor for G and D (NVlabs' eta_min)
+    optim: Optim = DDGAN_OPTIM
+
+
 SETTINGS: dict[str, type] = {
     "udpm": UDPMSettings,
     "ddpm": DDPMSettings,
     "simple": SimpleSettings,
+    "ddgan": DDGANSettings,
 }
 
 
@@ -132,4 +158,12 @@ def default_settings(method: str):
     return SETTINGS[method]()
 
 
-__all__ = ["SETTINGS", "DDPMSettings", "Optim", "SimpleSettings", "UDPMSettings", "field"]
+__all__ = [
+    "SETTINGS",
+    "DDGANSettings",
+    "DDPMSettings",
+    "Optim",
+    "SimpleSettings",
+    "UDPMSettings",
+    "field",
+]

@@ -66,7 +66,10 @@ def full_resolution_pass_flops(pipe) -> int:
     x = torch.zeros(1, *pipe.image_shape, device=pipe.device)
     t = torch.full((1,), 0.5, device=pipe.device)
     labels = torch.zeros(1, dtype=torch.long, device=pipe.device) if pipe.num_classes else None
-    return count_flops(lambda: pipe.network(x, t, labels))
+    # A generator with a latent input (DDGAN's G(x_t, z, t)) takes one z per image.
+    z_dim = getattr(pipe.network, "z_dim", 0)
+    z = {"z": torch.zeros(1, z_dim, device=pipe.device)} if z_dim else {}
+    return count_flops(lambda: pipe.network(x, t, labels, **z))
 
 
 @torch.no_grad()

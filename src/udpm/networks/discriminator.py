@@ -1,7 +1,9 @@
 """The level-conditioned discriminator of UDPM's adversarial loss (DDGAN style).
 
-D sees one image ``x_{l-1}`` (real: ``H^{l-1} x_0``, fake: the U-Net's estimate) together
-with its level, never the pair (``x_l``, ``x_{l-1}``) that DDGAN uses. Layout: a 1x1 stem,
+For UDPM, D sees one image ``x_{l-1}`` (real: ``H^{l-1} x_0``, fake: the U-Net's estimate)
+together with its level. DDGAN's ``D(x_{t-1}, x_t, t)`` is the same network with
+``image_channels = 2C`` fed the two images' channels concatenated, its level input the
+time ``network_time(t)`` and ``num_levels = 1`` (every input at full size). Layout: a 1x1 stem,
 residual down-blocks conditioned on the level embedding, a minibatch standard deviation
 channel, a 3x3 conv, sum-pooling over space and a linear head, plus a projection term
 ``<features, class embedding>`` when conditional.

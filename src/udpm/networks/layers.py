@@ -142,6 +142,38 @@ class TimeEmbedding(nn.Module):
         return F.silu(self.layer1(F.silu(self.layer0(emb))))
 
 
+class LatentMapping(nn.Module):
+    """DDGAN's latent ``z`` -> an (N, E) vector added to the time embedding of every block.
+
+    As NVlabs' NCSN++ generator (``z_transform``): the pixel norm ``z / rms(z)`` (Karras et
+    al. 2018), then ``layers`` linear layers with SiLU between them (StyleGAN's mapping
+    network); the last layer is linear, like the time embedding's input to the blocks.
+
+    Args:
+        z_dim: width of ``z`` (100 in DDGAN).
+        embedding_channels: width E of the output.
+        layers: number of linear layers (NVlabs: 4 for CIFAR-10).
+    """
+
+    def __init__(self, z_dim: int, embedding_channels: int, layers: int = 2):
+        super().__init__()
+        if z_dim < 1 or layers < 1:
+            raise UDPMError(
+                f"a latent mapping needs z_dim >= 1 and layers >= 1, got {z_dim}, {layers}"
+            )
+        self.z_dim = z_dim
+        widths = [z_dim] + [embedding_channels] * layers
+        self.layers = nn.ModuleList(linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise UDPMError(f"z must have shape (N, {self.z_dim}), got {tuple(z.shape)}")
+        h = z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+        for i, layer in enumerate(self.layers):
+            h = layer(h) if i == 0 else layer(F.silu(h))
+        return h
+
+
 def batch_times(t: torch.Tensor | float, batch: int, device: torch.device) -> torch.Tensor:
     """Accept a float, a 0-d or a 1-element tensor (broadcast) or N values; return (N,) float32."""
     t = torch.as_tensor(t, dtype=torch.float32, device=device).reshape(-1)

@@ -17,6 +17,7 @@ from torch import nn
 from udpm.errors import UDPMError
 from udpm.networks.layers import (
     SKIP_SCALE,
+    LatentMapping,
     Resample,
     ResBlock,
     TimeEmbedding,
@@ -108,6 +109,11 @@ class UNet(nn.Module):
         embedding_channels: width of the t / class embedding vector; None means
             ``2 * model_channels``. With scale-and-shift conditioning this width keeps the
             parameter count of EDM's additive, ``4 * model_channels`` design.
+        z_dim: width of a latent input ``z`` (DDGAN's generator ``G(x_t, z, t)``), mapped by
+            :class:`LatentMapping` and added to the time embedding; 0 (default) means no
+            ``z`` and no extra parameters, so older checkpoints load unchanged.
+        z_layers: linear layers of that mapping.
+        out_activation: None, or "tanh" to bound the output to (-1, 1) (DDGAN's x̂_0).
     """
 
     def __init__(
@@ -123,15 +129,23 @@ class UNet(nn.Module):
         out_factor: int = 2,
         embedding: str = "fourier",
         embedding_channels: int | None = None,
+        z_dim: int = 0,
+        z_layers: int = 2,
+        out_activation: str | None = None,
     ):
         super().__init__()
         if out_factor < 1:
             raise UDPMError(f"out_factor must be >= 1, got {out_factor}")
+        if out_activation not in (None, "tanh"):
+            raise UDPMError(f"out_activation must be None or 'tanh', got {out_activation!r}")
+        self.out_activation = out_activation
         self.image_channels = image_channels
         self.out_factor = out_factor
         self.num_levels = len(channel_mult)
         emb_ch = embedding_channels or 2 * model_channels
         self.embed = TimeEmbedding(embedding, 2 * model_channels, emb_ch, num_classes)
+        self.z_dim = z_dim
+        self.z_map = LatentMapping(z_dim, emb_ch, z_layers) if z_dim else None
         block = dict(emb_channels=emb_ch, dropout=dropout)
         widths = [model_channels * m for m in channel_mult]
         attn = [(resolution >> level) in attn_resolutions for level in range(self.num_levels)]
@@ -181,13 +195,22 @@ class UNet(nn.Module):
         x: torch.Tensor,
         t: torch.Tensor | float,
         class_labels: torch.Tensor | None = None,
+        z: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x: (N, C, H, W); t: (N,) or a scalar, in [0, 1]; class_labels: (N,) long or None.
+        """x: (N, C, H, W); t: (N,) or a scalar, in [0, 1]; class_labels: (N,) long or None;
+        z: (N, z_dim) when the net has a latent input, else None.
 
         Returns (N, C, H * out_factor, W * out_factor).
         """
         self._check_size(x)
         emb = self.embed(batch_times(t, x.shape[0], x.device), class_labels)
+        if (z is None) != (self.z_map is None):
+            raise UDPMError(
+                f"this network has z_dim={self.z_dim}; "
+                f"z {'missing' if z is None else 'not expected'}"
+            )
+        if z is not None:
+            emb = emb + self.z_map(z.to(emb.dtype))
 
         h = self.stem(x)
         skips, aux = [h], x
@@ -210,6 +233,8 @@ class UNet(nn.Module):
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)
 
         h = self.out_conv(F.silu(self.out_norm(h)))
+        if self.out_activation == "tanh":
+            h = torch.tanh(h)
         return F.pixel_shuffle(h, self.out_factor) if self.out_factor > 1 else h
 
     def _check_size(self, x: torch.Tensor) -> None:

@@ -13,6 +13,14 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+# The adversarial terms live in objectives/adversarial.py, shared with DDGAN; re-exported
+# here so that existing imports keep working.
+from udpm.objectives.adversarial import (  # noqa: F401
+    discriminator_loss,
+    generator_adversarial,
+    instance_noise_std,
+    r1_penalty,
+)
 from udpm.processes.upsampling import UpsamplingProcess
 
 
@@ -21,35 +29,6 @@ def level_targets(process: UpsamplingProcess, x0: torch.Tensor, l: int, noise: t
     x_l = process.q_sample(x0, l, noise=noise)
     scale = process.operator.sum ** (l - 1)
     return x_l, process.degrade(x0, l - 1) / scale, scale
-
-
-def generator_adversarial(logits_fake: torch.Tensor) -> torch.Tensor:
-    """Non-saturating generator loss ``softplus(-D(ŷ))``."""
-    return F.softplus(-logits_fake).mean()
-
-
-def discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
-    """``softplus(-D(y)) + softplus(D(ŷ))``, the non-saturating GAN loss for D."""
-    return F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean()
-
-
-def r1_penalty(logits_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """``E ||∇_y D(y)||²`` on real inputs (Mescheder et al. 2018); ``real`` needs grad."""
-    (grad,) = torch.autograd.grad(logits_real.sum(), real, create_graph=True)
-    return grad.pow(2).flatten(1).sum(1).mean()
-
-
-def instance_noise_std(
-    step: int, start: float, decay: float, every: int, end: float | None = None, steps: int = 1
-) -> float:
-    """Instance noise for D's inputs: ``start · decay^(step // every)``.
-
-    With ``end``, instead ``start · (end/start)^(step/steps)``: geometric from ``start`` at
-    step 0 to ``end`` at the run's last step, whatever its length.
-    """
-    if end is not None:
-        return start * (end / start) ** min(step / max(steps, 1), 1.0)
-    return start * decay ** (step // max(every, 1))
 
 
 class Perceptual:
