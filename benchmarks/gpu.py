@@ -31,7 +31,6 @@ calls of at most 10 minutes, split the run with ``--sections``/``--modes`` and `
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import statistics
@@ -56,14 +55,14 @@ SMOKE_NETWORK = dict(model_channels=8, channel_mult=(1, 2), num_blocks=1, attn_r
 
 def pipeline(preset: str, method: str, device, smoke: bool):
     """A preset's network (random weights, eval mode) and process, for ``method``."""
-    from udpm.methods.diffusion import resolve_config
+    from udpm.config import apply_overrides, preset_config
     from udpm.pipeline import Pipeline, build_network, build_process_for
-    from udpm.train.config import preset_config
 
     config = preset_config(preset)
     if smoke:
-        config.network = {**config.network, **SMOKE_NETWORK}
-    config = resolve_config(dataclasses.replace(config, method=method))
+        config = config.replace(network={**config.network, **SMOKE_NETWORK})
+    if method != config.method:  # the method's own paper settings, the preset's network
+        config = apply_overrides(config, [f"method={method}"])
     classes = config.network.get("num_classes", 0) if config.class_conditional else 0
     torch.manual_seed(0)
     network = build_network(config, num_classes=classes)
@@ -234,15 +233,16 @@ def accel_options(precision: str, mode: str) -> dict:
 
 def training(args, device) -> list[dict]:
     """img/s of whole UDPM steps (D + G at one level, levels in turn) and peak memory."""
+    from udpm.config import apply_overrides, preset_config
     from udpm.methods.udpm import UDPMMethod
-    from udpm.train.config import preset_config
 
-    config = preset_config("cifar10")
-    config.perceptual = "none"
+    config = apply_overrides(preset_config("cifar10"), ["perceptual=none"])
     if args.smoke:
-        config.network = {**config.network, **SMOKE_NETWORK}
-        config.discriminator = {**config.discriminator, "model_channels": 8}
-        config.batch_size = 4
+        config = config.replace(
+            network={**config.network, **SMOKE_NETWORK},
+            discriminator={**config.discriminator, "model_channels": 8},
+            batch_size=4,
+        )
     n, classes = config.batch_size, 10
     rows = []
     for precision in args.precisions:
@@ -283,10 +283,10 @@ def training(args, device) -> list[dict]:
 def emoji_curve(args, device) -> dict:
     """Train emoji32-cpu on the device; FD of each checkpoint against training time."""
     import udpm
+    from udpm import checkpoint as ckpt
+    from udpm.config import apply_overrides, preset_config
     from udpm.eval import compute_metrics
     from udpm.eval.reference import dataset_identity
-    from udpm.train import checkpoint as ckpt
-    from udpm.train.config import apply_overrides, preset_config
     from udpm.train.loop import train
 
     every = max(1, args.emoji_steps // args.emoji_points)

@@ -173,7 +173,7 @@ def test_training_with_compile_hooks_the_generator(tmp_path, monkeypatch):
     # Adam's sign-flip bound (see tests/test_gpu.py): at most 3 lr apart in two warm-up steps.
     a, b = plain.method.generator.state_dict(), compiled.method.generator.state_dict()
     for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=0, atol=3 * config.lr, msg=k)
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=3 * config.optim.lr, msg=k)
 
 
 def test_gpu_benchmark_smoke_run_writes_every_section(tmp_path):

@@ -167,4 +167,4 @@ def test_training_with_compile_on_cuda_equals_eager(tmp_path, tiny_npz, strict_f
     assert losses[1][0] == pytest.approx(losses[0][0], rel=1e-5)
     assert losses[1][1] == pytest.approx(losses[0][1], rel=1e-3)
     for k in runs[0]:
-        torch.testing.assert_close(runs[1][k], runs[0][k], rtol=0, atol=3 * config.lr, msg=k)
+        torch.testing.assert_close(runs[1][k], runs[0][k], rtol=0, atol=3 * config.optim.lr, msg=k)
