@@ -12,6 +12,7 @@ MODULES = {
     "udpm": "udpm.methods.udpm",
     "ddpm": "udpm.methods.diffusion",
     "simple": "udpm.methods.diffusion",
+    "vdm": "udpm.methods.vdm",
 }
 
 
