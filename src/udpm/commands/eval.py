@@ -33,7 +33,8 @@ def register(sub) -> None:
         "--metrics",
         default="fd,kid,pr",
         help="comma-separated: fd, kid, pr, "
-        "fid (fid needs the optional extra 'udpm[fid]') (default fd,kid,pr)",
+        "fid (fid needs the optional extra 'udpm[fid]'), bpd (likelihood models: the "
+        "bound on --bpd-data's images, in bits per dimension) (default fd,kid,pr)",
     )
     p.add_argument(
         "--feature-net",
@@ -41,6 +42,17 @@ def register(sub) -> None:
         help="feature network name or .safetensors path (default emoji32)",
     )
     p.add_argument("--inception-weights", type=Path, help="local Inception weights for fid")
+    p.add_argument(
+        "--bpd-data",
+        help="bpd: measure the bound on this SOURCE's images (default: --data); e.g. a "
+        "held-out split written by udpm.eval.heldout.write_split",
+    )
+    p.add_argument(
+        "--bpd-time-samples",
+        type=int,
+        default=8,
+        help="bpd: draws of (t, noise) averaged per image (default 8)",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="sampling/feature batch size")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     add_sampler_arguments(p)
@@ -55,6 +67,14 @@ def run(args) -> int:
     from udpm.train import distributed as dist
 
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    likelihood = {}
+    if "bpd" in metrics:
+        metrics = tuple(m for m in metrics if m != "bpd")
+        if dist.env_rank() == 0:  # one process measures the bound
+            likelihood = bpd_result(args)
+        if not metrics:
+            write_result(likelihood, args.json)
+            return 0
     real, resolution = reference_images(args.data)
     if args.samples:
         if dist.env_rank() != 0:  # nothing to shard under torchrun: rank 0 measures
@@ -86,8 +106,24 @@ def run(args) -> int:
         inception_weights=args.inception_weights,
         real=real,
     )
-    write_result(result, args.json)
+    write_result({**result, **likelihood}, args.json)
     return 0
+
+
+def bpd_result(args) -> dict:
+    """The likelihood bound of the checkpoint on ``--bpd-data`` (or ``--data``)."""
+    import udpm
+    from udpm.device import resolve_device
+    from udpm.eval.likelihood import evaluate_bpd_source
+
+    pipe = udpm.load(args.checkpoint, device=resolve_device(args.device))
+    return evaluate_bpd_source(
+        pipe,
+        args.bpd_data or args.data,
+        time_samples=args.bpd_time_samples,
+        batch_size=min(args.batch_size, 64),
+        seed=args.seed,
+    )
 
 
 def load_model(args):
@@ -100,7 +136,7 @@ def load_model(args):
 
 
 def write_result(result: dict, path: Path | None) -> None:
-    for key in ("fd", "kid_mean", "precision", "recall", "fid"):
+    for key in ("fd", "kid_mean", "precision", "recall", "fid", "bpd", "bpd_stderr"):
         if key in result:
             print(f"{key:10s} {result[key]:.4g}")
     if path:

@@ -31,7 +31,7 @@ VOCAB = 256  # 8-bit data
 
 
 def to_bins(x: torch.Tensor) -> torch.Tensor:
-    """The 8-bit value ``k`` of ``x = (2k + 1)/256 - 1`` (or of the [-1, 1] loader's ``k/127.5 - 1``).
+    """The 8-bit value ``k`` of ``x = (2k + 1)/256 - 1``, or of the loader's ``k/127.5 - 1``.
 
     Rounds to the nearest bin, so either convention of the [-1, 1] map gives back ``k``
     exactly: both put value ``k`` within half a bin of centre ``k``.
