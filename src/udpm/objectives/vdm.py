@@ -164,23 +164,38 @@ def vdm_bound(
         shape_variance: a :class:`ShapeVarianceGradient` that turns the gradient reaching
             the schedule's shape into that of the estimator's second moment (training).
     """
-    if T < 0:
-        raise UDPMError(f"T must be 0 (continuous time) or positive, got {T}")
-    schedule = process.schedule
     x = bin_centres(to_bins(x)).to(eps.dtype)  # exact 8-bit data: x = (2k + 1)/256 - 1
-    gamma_0, gamma_1 = schedule.ends()
-    gamma_t, weight = _gamma_and_weight(schedule, t.to(x.device), T, shape_variance)
-    alpha_t, sigma_t = (c.float().view(-1, 1, 1, 1) for c in alpha_sigma(gamma_t))
-    z_t = alpha_t * x + sigma_t * eps
-    with autocast or contextlib.nullcontext():
-        time = process.normalise(gamma_t).float()
-        eps_hat = network(z_t, time, class_labels)
-    diffusion = 0.5 * weight * _sq_error(eps, eps_hat)
+    gamma_0, gamma_1 = process.schedule.ends()
+    diffusion = diffusion_term(
+        network, process, x, t, eps, T, class_labels, autocast, shape_variance
+    )
     return Bound(prior_kl(x, gamma_1), reconstruction(x, eps_0, gamma_0), diffusion, x[0].numel())
 
 
-def _gamma_and_weight(schedule, t, T, shape_variance):
-    """``γ_t`` and the weight ``γ'_t`` (continuous) or ``T expm1(γ_t - γ_s)`` (T steps)."""
+def diffusion_term(
+    network, process, x, t, eps, T=0, class_labels=None, autocast=None, shape_variance=None
+) -> torch.Tensor:
+    """The diffusion loss per image, (N,) nats, for any data ``x`` (not only 8-bit).
+
+    ``½ w(t) ‖ε - ε̂(z_t, t)‖²`` with ``z_t = α_t x + σ_t ε`` and the weight ``w`` of
+    :func:`gamma_and_weight`; arguments as :func:`vdm_bound`.
+    """
+    if T < 0:
+        raise UDPMError(f"T must be 0 (continuous time) or positive, got {T}")
+    gamma_t, weight = gamma_and_weight(process.schedule, t.to(x.device), T, shape_variance)
+    alpha_t, sigma_t = (c.float().view(-1, 1, 1, 1) for c in alpha_sigma(gamma_t))
+    z_t = alpha_t * x + sigma_t * eps
+    with autocast or contextlib.nullcontext():
+        eps_hat = network(z_t, process.normalise(gamma_t).float(), class_labels)
+    return 0.5 * weight * _sq_error(eps, eps_hat)
+
+
+def gamma_and_weight(schedule, t, T: int = 0, shape_variance=None):
+    """``(γ_t, w_t)``: ``w = γ'(t)`` (``T = 0``) or ``T expm1(γ_t - γ_s)``, ``s = t - 1/T``.
+
+    With ``T > 0``, ``t`` is first moved onto the grid (:func:`discrete_times`); both (N,)
+    float64, differentiable in the schedule's parameters.
+    """
     gamma_0, gamma_1 = schedule.ends()
     span = gamma_1 - gamma_0
     hook = shape_variance.attach if shape_variance is not None else (lambda u: u)
