@@ -5,7 +5,7 @@ generator seeded ``seed`` (0); the rest are the training images. Both parts keep
 source's order. :func:`write_split` stores them as two ``.npz`` SOURCEs, so that training
 excludes the held-out part by taking ``--data TRAIN.npz`` and ``udpm eval --bpd-data
 HELDOUT.npz`` measures on it: no data loader needs to know about splits. On emoji32 (3,781
-images) the held-out part has 378 images and the training part 3,403.
+images) the held-out part has 379 images and the training part 3,402.
 """
 
 from __future__ import annotations
