@@ -22,7 +22,9 @@ from udpm.images import from_uint8
 
 def likelihood_model(pipe) -> None:
     """Raise a one-line error unless ``pipe`` has a likelihood bound here (VDM)."""
-    if pipe.config.method != "vdm":
+    from udpm.processes.vdm import VDMProcess
+
+    if not isinstance(pipe.process, VDMProcess):
         raise UDPMError(
             f"bpd needs a likelihood model with a bound here (vdm); {pipe.config.method} "
             "models have none"
