@@ -264,3 +264,17 @@ def test_shape_gradient_is_that_of_the_second_moment():
     got = grads(hooked.mean(), shape_params + others)
     for a, b in zip(got, [*want_shape, *want_others]):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("gamma_0", [-13.3, -9.0, -5.0, 0.0])
+def test_windowed_reconstruction_equals_the_256_way_softmax(gamma_0):
+    from udpm.objectives.vdm import reconstruction
+
+    gamma_0 = torch.tensor(gamma_0, dtype=torch.float64)
+    k = torch.randint(0, 256, (4, 3, 8, 8))
+    k[0, 0, 0, :2] = torch.tensor([0, 255])  # the edge bins
+    x, eps_0 = bin_centres(k), 3 * torch.randn(4, 3, 8, 8)
+    z0_scaled = x.double() + torch.exp(0.5 * gamma_0) * eps_0.double()
+    full = decoder_log_probs(z0_scaled, gamma_0).double().gather(-1, k[..., None])[..., 0]
+    want = -full.flatten(1).sum(1)
+    torch.testing.assert_close(reconstruction(x, eps_0, gamma_0), want, rtol=1e-5, atol=1e-3)
