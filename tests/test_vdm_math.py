@@ -278,3 +278,42 @@ def test_windowed_reconstruction_equals_the_256_way_softmax(gamma_0):
     full = decoder_log_probs(z0_scaled, gamma_0).double().gather(-1, k[..., None])[..., 0]
     want = -full.flatten(1).sum(1)
     torch.testing.assert_close(reconstruction(x, eps_0, gamma_0), want, rtol=1e-5, atol=1e-3)
+
+
+# --- DDPM's discrete bound (Ho et al. 2020) ---------------------------------------------------
+
+
+class OptimalUniformX0(torch.nn.Module):
+    """``E[x_0 | x_t]`` for i.i.d. uniform 8-bit data ``k/127.5 - 1``, as an x0-predictor."""
+
+    def __init__(self, process):
+        super().__init__()
+        self.process = process
+
+    def forward(self, x_t, time, labels=None):
+        t = torch.round(time.double() * self.process.num_timesteps - 0.5).long()
+        alpha, sigma = (c.view(-1, 1, 1, 1, 1) for c in self.process.alpha_sigma(t))
+        centres = torch.arange(256, dtype=torch.float64) / 127.5 - 1
+        logits = -((x_t.double()[..., None] - alpha * centres) ** 2) / (2 * sigma**2)
+        return (logits.softmax(-1) * centres).sum(-1).float()
+
+
+def test_ddpm_bound_is_never_below_the_entropy_of_uniform_bytes():
+    """For the Bayes-optimal x̂₀ too (its Gaussian decoder of std sqrt(β_1) is not tight)."""
+    from udpm.objectives.ddpm_bound import ddpm_bound
+    from udpm.objectives.denoiser import Denoiser
+    from udpm.processes.gaussian import DiscreteGaussianProcess
+
+    process = DiscreteGaussianProcess.linear(100, 1e-4, 0.2)  # a short chain: a cheap test
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (512, 1, 4, 4), generator=gen).float() / 127.5 - 1
+    for denoiser in (Denoiser(OptimalUniformX0(process), "x0"), Denoiser(SmallNet(), "eps")):
+        draws = []
+        for _ in range(8):
+            t = process.sample_times(len(x), generator=gen)
+            noise = torch.randn(x.shape, generator=gen)
+            bound = ddpm_bound(denoiser, process, x, t, noise)
+            assert torch.allclose(bound.bpd, sum(bound.term_bpd().values()))
+            draws.append(bound.bpd.detach())
+        bpd = torch.stack(draws).mean(0)
+        assert bpd.mean().item() > 8 - 3 * bpd.std().item() / math.sqrt(len(bpd))

@@ -68,9 +68,15 @@ def test_bpd_eval_bench_and_sample_from_the_command_line(tmp_path, tiny_npz, cap
     assert len(list((tmp_path / "png").glob("*.png"))) == 2
 
 
-def test_bpd_of_a_model_without_a_bound_is_a_one_line_error(tmp_path, tiny_npz, capsys):  # noqa: F811
+def test_ddpm_has_its_discrete_bound_and_simple_diffusion_none(tmp_path, tiny_npz, capsys):  # noqa: F811
     train(tiny_config(tiny_npz, method="ddpm", steps=1, T=20), tmp_path / "d", progress=False)
-    code = main(["eval", "--checkpoint", str(tmp_path / "d"), "--data", str(tiny_npz),
+    out = tmp_path / "d.json"
+    args = ["--metrics", "bpd", "--bpd-time-samples", "2", "--json", str(out)]
+    assert main(["eval", "--checkpoint", str(tmp_path / "d"), "--data", str(tiny_npz), *args]) == 0
+    result = json.loads(out.read_text())
+    assert result["bound"] == "ddpm, T = 20" and result["bpd"] > 8 - 3 * result["bpd_stderr"]
+    train(tiny_config(tiny_npz, method="simple", steps=1), tmp_path / "s", progress=False)
+    code = main(["eval", "--checkpoint", str(tmp_path / "s"), "--data", str(tiny_npz),
                  "--metrics", "bpd"])  # fmt: skip
     assert code == 1 and "bpd needs a likelihood model" in capsys.readouterr().err
 

@@ -1,8 +1,9 @@
-"""Likelihood evaluation: VDM's variational bound on a SOURCE's images, in bits per dimension.
+"""Likelihood evaluation: a model's variational bound on a SOURCE's images, in bits per dimension.
 
-``bpd = E[-log p(x)] bound / (D ln 2)`` with ``D = C·H·W``, the bound of
-:func:`udpm.objectives.vdm.vdm_bound` (prior + reconstruction + diffusion) in continuous
-time (or with the model's ``T`` steps), using the model's own (EMA) weights and schedule.
+``bpd = E[-log p(x)] bound / (D ln 2)`` with ``D = C·H·W``, the bound (prior +
+reconstruction + diffusion) of :func:`udpm.objectives.vdm.vdm_bound` for VDM (continuous
+time, or the model's ``T`` steps) and of :func:`udpm.objectives.ddpm_bound.ddpm_bound` for
+DDPM (Ho et al.'s discrete bound), using the model's own (EMA) weights.
 Each image's bound is averaged over ``time_samples`` independent draws of ``(t, ε, ε_0)``
 (antithetic times within a batch); the standard error is that of the mean over images of
 those averages, so it includes both the Monte Carlo and the image-to-image spread. The
@@ -22,13 +23,40 @@ from udpm.images import from_uint8
 
 def likelihood_model(pipe) -> None:
     """Raise a one-line error unless ``pipe`` has a likelihood bound here (VDM)."""
+    from udpm.processes.gaussian import DiscreteGaussianProcess
     from udpm.processes.vdm import VDMProcess
 
-    if not isinstance(pipe.process, VDMProcess):
+    if not isinstance(pipe.process, VDMProcess | DiscreteGaussianProcess):
         raise UDPMError(
-            f"bpd needs a likelihood model with a bound here (vdm); {pipe.config.method} "
+            f"bpd needs a likelihood model with a bound here (vdm, ddpm); {pipe.config.method} "
             "models have none"
         )
+
+
+def _bound_fn(pipe):
+    """``(x, generator) -> Bound``: one draw of the model's bound for a batch."""
+    from udpm.objectives.denoiser import Denoiser
+    from udpm.processes.vdm import VDMProcess, antithetic_times
+
+    if isinstance(pipe.process, VDMProcess):
+        from udpm.objectives.vdm import vdm_bound
+
+        def vdm(x, gen):
+            t = antithetic_times(len(x), gen)
+            eps, eps_0 = (torch.randn(x.shape, generator=gen).to(x.device) for _ in range(2))
+            return vdm_bound(pipe.network, pipe.process, x, t, eps, eps_0, T=pipe.config.settings.T)
+
+        return vdm
+    from udpm.objectives.ddpm_bound import ddpm_bound
+
+    denoiser = Denoiser(pipe.network, pipe.config.settings.parameterization)
+
+    def ddpm(x, gen):
+        t = pipe.process.sample_times(len(x), generator=gen)
+        noise = torch.randn(x.shape, generator=gen).to(x.device)
+        return ddpm_bound(denoiser, pipe.process, x, t, noise)
+
+    return ddpm
 
 
 @torch.no_grad()
@@ -44,9 +72,6 @@ def evaluate_bpd(
     Returns ``bpd``, ``bpd_stderr``, ``prior_bpd``, ``reconstruction_bpd``,
     ``diffusion_bpd``, ``n_images``, ``time_samples``, ``bound`` and ``bpd_seconds``.
     """
-    from udpm.objectives.vdm import vdm_bound
-    from udpm.processes.vdm import antithetic_times
-
     likelihood_model(pipe)
     if time_samples < 1:
         raise UDPMError(f"time_samples must be at least 1, got {time_samples}")
@@ -55,14 +80,12 @@ def evaluate_bpd(
             f"images have shape {tuple(images.shape[1:])}, the model {tuple(pipe.image_shape)}"
         )
     x_all = from_uint8(images) if images.dtype == torch.uint8 else images.float()
-    gen, T, t0 = torch.Generator().manual_seed(seed), pipe.config.settings.T, time.perf_counter()
+    gen, t0, bound_fn = torch.Generator().manual_seed(seed), time.perf_counter(), _bound_fn(pipe)
     sums = {k: torch.zeros(len(x_all), dtype=torch.float64) for k in _TERMS}
     for start in range(0, len(x_all), batch_size):
         x = x_all[start : start + batch_size].to(pipe.device)
         for _ in range(time_samples):
-            t = antithetic_times(len(x), gen)
-            eps, eps_0 = (torch.randn(x.shape, generator=gen).to(x.device) for _ in range(2))
-            terms = vdm_bound(pipe.network, pipe.process, x, t, eps, eps_0, T=T).term_bpd()
+            terms = bound_fn(x, gen).term_bpd()
             for k in _TERMS:
                 sums[k][start : start + len(x)] += terms[k].cpu()
     per_image = {k: v / time_samples for k, v in sums.items()}
@@ -72,13 +95,19 @@ def evaluate_bpd(
     result.update(
         n_images=len(x_all),
         time_samples=time_samples,
-        bound="continuous time" if T == 0 else f"T = {T}",
+        bound=_describe(pipe),
         bpd_seconds=round(time.perf_counter() - t0, 2),
     )
     return result
 
 
 _TERMS = ("prior", "reconstruction", "diffusion")
+
+
+def _describe(pipe) -> str:
+    """``"vdm, continuous time"`` or ``"ddpm, T = 1000"``."""
+    T = getattr(pipe.process, "num_timesteps", None) or pipe.config.settings.T
+    return f"{pipe.config.method}, " + (f"T = {T}" if T else "continuous time")
 
 
 def _stderr(values: torch.Tensor) -> float:
