@@ -222,6 +222,7 @@ def eval_stage(args) -> None:
             "sampler_options": pipe.sampler_options(**sampler),
             "optimiser": dataclasses.asdict(pipe.config.optim),
             "git_commit": git_commit(),
+            "torch_threads": torch.get_num_threads(),
         }
         if method in LIKELIHOOD:
             row.update(likelihood_columns(pipe, args), bpd_heldout=method in HELDOUT)
