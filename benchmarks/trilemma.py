@@ -38,6 +38,13 @@ HELDOUT = {"vdm"}
 # run trains on all of emoji32, so for it those images are not unseen; its cell says so).
 LIKELIHOOD = HELDOUT | {"ddpm"}
 BPD_TIME_SAMPLES = 8
+# Why a row's training budget is what it is, where it is a step budget (shared machine).
+BUDGET_NOTES = {
+    "vdm": "VDM trained for 750 steps: the DDPM row's budget (750 steps in its 8.5 idle "
+    "minutes), because a VDM step measured as costly as a DDPM step (batch 32, side by side "
+    "on this machine: 2.1 s and 2.1 s under the same load), and in steps because the "
+    "machine was shared while it trained (its minutes are wall time under that load).",
+}
 # (row name, method, sampler kwargs) — the rows of the table.
 ROWS = [
     ("udpm-exact", "udpm", {}),
@@ -351,7 +358,7 @@ def results_markdown(rows, floor, flops, args) -> list[str]:
             f"{r['recall']:.3f} | {bpd_cell(r)} | {r['n']} | {r['train_minutes']} min, "
             f"{r['train_steps']} steps |"
         )
-    lines += likelihood_notes(rows)
+    lines += likelihood_notes(rows) + budget_notes(rows)
     if floor:
         lines += [
             "",
@@ -423,6 +430,19 @@ def likelihood_notes(rows) -> list[str]:
             f"{r['prior_bpd']:.4f} | {r['reconstruction_bpd']:.4f} | {r['diffusion_bpd']:.3f} |"
         )
     return lines
+
+
+def budget_notes(rows) -> list[str]:
+    methods = {r["method"] for r in rows}
+    lines = [note for method, note in BUDGET_NOTES.items() if method in methods]
+    threads = torch.get_num_threads()
+    for r in rows:
+        if r.get("torch_threads", threads) != threads:
+            lines.append(
+                f"`{r['row']}` was timed with {r['torch_threads']} torch thread(s) on a shared "
+                "machine: its ms/image is not comparable with the other rows' (NFE and FLOPs are)."
+            )
+    return ["", *("- " + line for line in lines)] if lines else []
 
 
 def plot(rows, floor, path: Path) -> None:
