@@ -317,3 +317,23 @@ def test_ddpm_bound_is_never_below_the_entropy_of_uniform_bytes():
             draws.append(bound.bpd.detach())
         bpd = torch.stack(draws).mean(0)
         assert bpd.mean().item() > 8 - 3 * bpd.std().item() / math.sqrt(len(bpd))
+
+
+# --- the sampler -----------------------------------------------------------------------------
+
+
+def test_ancestral_sampler_with_the_optimal_denoiser_converges_to_gaussian_data():
+    """The chain's variance deficit at finite T shrinks as T grows, towards the data's."""
+    from udpm.samplers.vdm import sample_vdm
+
+    variance = 0.09
+    process = VDMProcess(randomised("monotone", scale=1.0), GAMMA_0, GAMMA_1)
+    net = OptimalGaussianDenoiser(process, variance)
+    draws = {T: sample_vdm(net, process, (1, 8, 8), n=500, seed=0, steps=T) for T in (50, 200, 800)}
+    variances = [x.var().item() for x in draws.values()]
+    assert variances[0] < variances[1] < variances[2]
+    assert variances[2] == pytest.approx(variance, rel=0.03)
+    assert all(abs(x.mean().item()) < 0.01 for x in draws.values())
+    k = (draws[50].double() + 1) * 128 - 0.5  # decoded onto the 8-bit bin centres
+    assert torch.allclose(k, k.round(), atol=1e-4)
+    assert torch.equal(draws[50], sample_vdm(net, process, (1, 8, 8), n=500, seed=0, steps=50))
