@@ -22,7 +22,7 @@ from udpm.images import from_uint8
 
 
 def likelihood_model(pipe) -> None:
-    """Raise a one-line error unless ``pipe`` has a likelihood bound here (VDM)."""
+    """Raise a one-line error unless ``pipe`` has a likelihood bound here (VDM, DDPM)."""
     from udpm.processes.gaussian import DiscreteGaussianProcess
     from udpm.processes.vdm import VDMProcess
 
