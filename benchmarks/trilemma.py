@@ -34,6 +34,21 @@ BASELINES = {
     "ddpm": "emoji32-cpu-ddpm",
     "simple": "emoji32-cpu-simple",
     "ddgan": "emoji32-cpu-ddgan",
+    "vdm": "emoji32-cpu-vdm",
+}
+# Likelihood models train without emoji32's held-out 10% (udpm.eval.heldout: the last 10% of
+# a permutation seeded 0, 379 images) and report their bound on it.
+HELDOUT = {"vdm"}
+# Models with a bound here: their rows get a bpd column on the same held-out images (DDPM's
+# run trains on all of emoji32, so for it those images are not unseen; its cell says so).
+LIKELIHOOD = HELDOUT | {"ddpm"}
+BPD_TIME_SAMPLES = 8
+# Why a row's training budget is what it is, where it is a step budget (shared machine).
+BUDGET_NOTES = {
+    "vdm": "VDM trained for 750 steps: the DDPM row's budget (750 steps in its 8.5 idle "
+    "minutes), because a VDM step measured as costly as a DDPM step (batch 32, side by side "
+    "on this machine: 2.1 s and 2.1 s under the same load), and in steps because the "
+    "machine was shared while it trained (its minutes are wall time under that load).",
 }
 # (row name, method, sampler kwargs) — the rows of the table.
 ROWS = [
@@ -44,6 +59,7 @@ ROWS = [
     ("ddpm-ancestral-50", "ddpm", {"sampler": "ancestral", "steps": 50}),
     ("simple-32", "simple", {"steps": 32}),
     ("ddgan-4", "ddgan", {}),  # T = 4 generator calls, posterior sampling
+    ("vdm-ancestral-50", "vdm", {"steps": 50}),
     # Not budget-matched: the shipped model, trained for longer (its minutes are listed).
     ("udpm-shipped", "udpm-shipped", {}),
     ("udpm-shipped-scalar", "udpm-shipped", {"scalar_posterior": True}),
@@ -65,6 +81,17 @@ def train_seconds(run: Path) -> float:
     return float(read_meta(resolve_model_file(run)).get("train_seconds", 0.0))
 
 
+def heldout_split() -> tuple[Path, Path]:
+    """``(train .npz, held-out .npz)`` of emoji32, written once into the cache."""
+    from udpm.eval.heldout import write_split
+
+    return write_split("emoji32", CACHE / "split")
+
+
+def data_args(method: str) -> list[str]:
+    return ["--data", str(heldout_split()[0])] if method in HELDOUT else []
+
+
 def train_stage(args) -> None:
     """Train each baseline in chunks (with --resume) until its budget is spent."""
     from udpm.cli import main
@@ -74,12 +101,14 @@ def train_stage(args) -> None:
             continue
         run = CACHE / f"run-{method}"
         steps = args.chunk
+        data = data_args(method)
         if not (run / "config.yaml").exists():
             main(
                 [
                     "train",
                     "--preset",
                     preset,
+                    *data,
                     "--out",
                     str(run),
                     "--steps",
@@ -109,6 +138,7 @@ def train_stage(args) -> None:
                     "train",
                     "--preset",
                     preset,
+                    *data,
                     "--out",
                     str(run),
                     "--steps",
@@ -207,11 +237,30 @@ def eval_stage(args) -> None:
             "sampler_options": pipe.sampler_options(**sampler),
             "optimiser": dataclasses.asdict(pipe.config.optim),
             "git_commit": git_commit(),
+            "torch_threads": torch.get_num_threads(),
         }
+        if method in LIKELIHOOD:
+            row.update(likelihood_columns(pipe, args), bpd_heldout=method in HELDOUT)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(row, indent=2))
         print(f"{name}: FD {row['fd']:.2f} P {row['precision']:.2f} R {row['recall']:.2f}")
     floor_stage(args)
+
+
+def likelihood_columns(pipe, args) -> dict:
+    """The bound on the held-out images, in bits per dimension, with its terms."""
+    from udpm.eval.likelihood import evaluate_bpd_source
+
+    result = evaluate_bpd_source(
+        pipe, str(heldout_split()[1]), time_samples=BPD_TIME_SAMPLES, seed=args.seed
+    )
+    keys = ("bpd", "bpd_stderr", "prior_bpd", "reconstruction_bpd", "diffusion_bpd")
+    return {
+        **{k: result[k] for k in keys},
+        "bpd_images": result["n_images"],
+        "bpd_time_samples": result["time_samples"],
+        "bpd_bound": result["bound"],
+    }
 
 
 def udpm_batch1(pipe, args, sampler) -> dict:
@@ -255,6 +304,8 @@ def describe_sampler(method: str, kwargs: dict) -> str:
         return "scalar posterior (authors')" if scalar else "exact posterior"
     if method == "ddgan":
         return "G(x_t, z, t) + posterior"
+    if method == "vdm":
+        return "ancestral, decoded to 8 bits"
     return f"{kwargs.get('sampler', 'ancestral')}" + (
         f", η={kwargs['eta']}" if kwargs.get("eta") is not None else ""
     )
@@ -343,15 +394,17 @@ def results_markdown(rows, floor, flops, args) -> list[str]:
         "CPU, measured in the same `eval` run as the other rows.",
         "",
         "| method | sampler | NFE | FLOPs/image | ms/image (b64) | FD ↓ | precision ↑ | recall ↑ "
-        "| n | training |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| bpd ↓ (held out) | n | training |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['sampler']} | {r['nfe']} | {r['flops_per_image'] / 1e9:.2f} G "
             f"| {r['ms_per_image_batch64']:.1f} | {r['fd']:.2f} | {r['precision']:.3f} | "
-            f"{r['recall']:.3f} | {r['n']} | {r['train_minutes']} min, {r['train_steps']} steps |"
+            f"{r['recall']:.3f} | {bpd_cell(r)} | {r['n']} | {r['train_minutes']} min, "
+            f"{r['train_steps']} steps |"
         )
+    lines += likelihood_notes(rows) + budget_notes(rows)
     if floor:
         lines += [
             "",
@@ -393,6 +446,49 @@ def results_markdown(rows, floor, flops, args) -> list[str]:
             )
     lines.append("")
     return lines
+
+
+def bpd_cell(row: dict) -> str:
+    if row.get("bpd") is None:
+        return "—"
+    seen = "" if row.get("bpd_heldout", True) else " (seen in training)"
+    return f"{row['bpd']:.3f} ± {row['bpd_stderr']:.3f}{seen}"
+
+
+def likelihood_notes(rows) -> list[str]:
+    rows = [r for r in rows if r.get("bpd") is not None]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "bpd: the variational bound `-log p(x) ≤ prior + reconstruction + diffusion`, in "
+        "bits per dimension (nats / (3·32·32·ln 2)), on emoji32's held-out split "
+        "(`udpm.eval.heldout`: the last 10% of a permutation seeded 0), which VDM did "
+        "not train on; ± is the standard error over those images, each averaged over "
+        "independent draws of (t, ε). FD/precision/recall use all 3,781 images as the others.",
+        "",
+        "| row | held-out images | bound | draws/image | prior | reconstruction | diffusion |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['row']} | {r['bpd_images']} | {r['bpd_bound']} | {r['bpd_time_samples']} | "
+            f"{r['prior_bpd']:.4f} | {r['reconstruction_bpd']:.4f} | {r['diffusion_bpd']:.3f} |"
+        )
+    return lines
+
+
+def budget_notes(rows) -> list[str]:
+    methods = {r["method"] for r in rows}
+    lines = [note for method, note in BUDGET_NOTES.items() if method in methods]
+    threads = torch.get_num_threads()
+    for r in rows:
+        if r.get("torch_threads", threads) != threads:
+            lines.append(
+                f"`{r['row']}` was timed with {r['torch_threads']} torch thread(s) on a shared "
+                "machine: its ms/image is not comparable with the other rows' (NFE and FLOPs are)."
+            )
+    return ["", *("- " + line for line in lines)] if lines else []
 
 
 def plot(rows, floor, path: Path) -> None:

@@ -66,6 +66,8 @@ class Pipeline:
 
     def __init__(self, network, process, config: Config, meta: dict | None = None):
         self.network, self.process, self.config = network.eval(), process, config
+        if hasattr(process, "bind"):  # a process read off its network (VDM's learned γ)
+            self.process = process.bind(network)
         self.meta = meta or {}
 
     @classmethod

@@ -34,7 +34,8 @@ def register(sub) -> None:
         "--metrics",
         default="fd,kid,pr",
         help="comma-separated: fd, kid, pr, "
-        "fid (fid needs the optional extra 'udpm[fid]') (default fd,kid,pr)",
+        "fid (fid needs the optional extra 'udpm[fid]'), bpd (likelihood models: the "
+        "bound on --bpd-data's images, in bits per dimension) (default fd,kid,pr)",
     )
     p.add_argument(
         "--feature-net",
@@ -43,6 +44,17 @@ def register(sub) -> None:
         "features --data SOURCE', or 'pixels' (network-free) (default emoji32)",
     )
     p.add_argument("--inception-weights", type=Path, help="local Inception weights for fid")
+    p.add_argument(
+        "--bpd-data",
+        help="bpd: measure the bound on this SOURCE's images (default: --data); e.g. a "
+        "held-out split written by udpm.eval.heldout.write_split",
+    )
+    p.add_argument(
+        "--bpd-time-samples",
+        type=int,
+        default=8,
+        help="bpd: draws of (t, noise) averaged per image (default 8)",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="sampling/feature batch size")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     add_sampler_arguments(p)
@@ -64,6 +76,14 @@ def run(args) -> int:
     from udpm.train import distributed as dist
 
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    likelihood = {}
+    if "bpd" in metrics:
+        metrics = tuple(m for m in metrics if m != "bpd")
+        if dist.env_rank() == 0:  # one process measures the bound
+            likelihood = bpd_result(args)
+        if not metrics:
+            write_result(likelihood, args.json)
+            return 0
     if args.samples:
         if dist.env_rank() != 0:  # nothing to shard under torchrun: rank 0 measures
             return 0
@@ -111,7 +131,7 @@ def run(args) -> int:
         real=real,
         progress=not args.no_progress,
     )
-    write_result(result, args.json)
+    write_result({**result, **likelihood}, args.json)
     return 0
 
 
@@ -122,6 +142,22 @@ def _say_reference(source: str, real) -> None:
     c, h, w = real.shape[1:]
     kind = "grey" if c == 1 else "RGB"
     print(f"reference: {source}: {survey(source).describe()}; measured as {w}x{h} {kind}")
+
+
+def bpd_result(args) -> dict:
+    """The likelihood bound of the checkpoint on ``--bpd-data`` (or ``--data``)."""
+    import udpm
+    from udpm.device import resolve_device
+    from udpm.eval.likelihood import evaluate_bpd_source
+
+    pipe = udpm.load(args.checkpoint, device=resolve_device(args.device))
+    return evaluate_bpd_source(
+        pipe,
+        args.bpd_data or args.data,
+        time_samples=args.bpd_time_samples,
+        batch_size=min(args.batch_size, 64),
+        seed=args.seed,
+    )
 
 
 def load_model(args):
@@ -138,7 +174,7 @@ def load_model(args):
 
 def write_result(result: dict, path: Path | None) -> None:
     """Print each number (FD with its floor), then write the JSON if asked."""
-    for key in ("fd", "kid_mean", "precision", "recall", "fid", "bpd"):
+    for key in ("fd", "kid_mean", "precision", "recall", "fid", "bpd", "bpd_stderr"):
         if key not in result:
             continue
         line = f"{key:10s} {result[key]:.4g}"

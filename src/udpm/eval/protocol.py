@@ -156,9 +156,14 @@ def evaluate(
     batch_size: int = 256,
     inception_weights: str | os.PathLike | None = None,
     progress: bool = True,
+    bpd_data: str | None = None,
+    bpd_time_samples: int = 8,
     **sampler_kwargs,
 ) -> dict:
     """The whole protocol in one process: make or read the samples, then `measure` them.
+
+    With ``"bpd"`` in ``metrics`` (a likelihood model only) the result also holds the bound
+    on ``bpd_data``'s images (default ``source``), from `udpm.eval.likelihood`.
 
     Args:
         pipe_or_images: a loaded model (sampled with `generate`: ``n`` images from
@@ -169,6 +174,16 @@ def evaluate(
 
     Returns the dictionary ``udpm eval --json`` writes.
     """
+    likelihood = {}
+    if "bpd" in metrics:
+        from udpm.eval.likelihood import evaluate_bpd_source
+
+        metrics = tuple(m for m in metrics if m != "bpd")
+        likelihood = evaluate_bpd_source(
+            pipe_or_images, bpd_data or source, time_samples=bpd_time_samples, seed=seed
+        )
+        if not metrics:
+            return likelihood
     shape = getattr(pipe_or_images, "image_shape", None)
     if isinstance(pipe_or_images, torch.Tensor):
         shape = tuple(pipe_or_images.shape[1:])
@@ -181,7 +196,7 @@ def evaluate(
         fake, protocol = generate(
             pipe_or_images, n, seed, batch_size=batch_size, progress=progress, **sampler_kwargs
         )
-    return measure(
+    result = measure(
         fake,
         source,
         protocol,
@@ -191,3 +206,4 @@ def evaluate(
         inception_weights=inception_weights,
         real=real,
     )
+    return {**result, **likelihood}

@@ -13,6 +13,7 @@ MODULES = {
     "ddpm": "udpm.methods.diffusion",
     "simple": "udpm.methods.diffusion",
     "ddgan": "udpm.methods.ddgan",
+    "vdm": "udpm.methods.vdm",
 }
 
 

@@ -114,6 +114,8 @@ class UNet(nn.Module):
             ``z`` and no extra parameters, so older checkpoints load unchanged.
         z_layers: linear layers of that mapping.
         out_activation: None, or "tanh" to bound the output to (-1, 1) (DDGAN's x̂_0).
+        in_channels: channels of the input when they differ from the output's (VDM feeds
+            the image with its Fourier features); None means ``image_channels``.
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class UNet(nn.Module):
         z_dim: int = 0,
         z_layers: int = 2,
         out_activation: str | None = None,
+        in_channels: int | None = None,
     ):
         super().__init__()
         if out_factor < 1:
@@ -140,6 +143,7 @@ class UNet(nn.Module):
             raise UDPMError(f"out_activation must be None or 'tanh', got {out_activation!r}")
         self.out_activation = out_activation
         self.image_channels = image_channels
+        self.in_channels = in_channels or image_channels
         self.out_factor = out_factor
         self.num_levels = len(channel_mult)
         emb_ch = embedding_channels or 2 * model_channels
@@ -151,11 +155,11 @@ class UNet(nn.Module):
         attn = [(resolution >> level) in attn_resolutions for level in range(self.num_levels)]
 
         # Encoder. `skip_widths` records what each step pushes for the decoder to pop.
-        self.stem = conv2d(image_channels, model_channels, 3)
+        self.stem = conv2d(self.in_channels, model_channels, 3)
         self.down = nn.ModuleList()  # per level > 0: (N, c, H, W) -> (N, c, H/2, W/2)
         self.aux = nn.ModuleList()  # per level > 0: the residual image path of NCSN++
         self.enc = nn.ModuleList()
-        skip_widths, ch, aux_ch = [model_channels], model_channels, image_channels
+        skip_widths, ch, aux_ch = [model_channels], model_channels, self.in_channels
         for level, width in enumerate(widths):
             if level > 0:
                 self.down.append(ResBlock(ch, ch, resample="down", **block))
@@ -239,8 +243,8 @@ class UNet(nn.Module):
 
     def _check_size(self, x: torch.Tensor) -> None:
         multiple = 2 ** (self.num_levels - 1)
-        if x.ndim != 4 or x.shape[1] != self.image_channels:
-            raise UDPMError(f"expected (N, {self.image_channels}, H, W), got {tuple(x.shape)}")
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise UDPMError(f"expected (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if x.shape[2] % multiple or x.shape[3] % multiple:
             raise UDPMError(
                 f"input size {tuple(x.shape[2:])} is not divisible by {multiple}, "
