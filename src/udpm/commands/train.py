@@ -43,6 +43,10 @@ def register(sub) -> None:
         help="the method (default: the preset's); its settings start from its paper's "
         "defaults, so prefer a preset made for it (e.g. emoji32-cpu-ddpm)",
     )
+    p.add_argument(
+        "--autoencoder",
+        help="ldm only: the stage-1 model (a --method autoencoder checkpoint or run directory)",
+    )
     p.add_argument("--steps", type=int, help="total number of training steps")
     p.add_argument(
         "--resume",
@@ -100,6 +104,7 @@ def build_config(args):
         "resolution": args.resolution,
         "device": args.device,
         "class_conditional": args.class_conditional,
+        "autoencoder": args.autoencoder,
     }
     assignments = [f"{k}={v}" for k, v in flags.items() if v is not None]
     return apply_overrides(config, assignments + list(args.overrides))

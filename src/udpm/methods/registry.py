@@ -12,6 +12,8 @@ MODULES = {
     "udpm": "udpm.methods.udpm",
     "ddpm": "udpm.methods.diffusion",
     "simple": "udpm.methods.diffusion",
+    "autoencoder": "udpm.methods.autoencoder",
+    "ldm": "udpm.methods.ldm",
 }
 
 
