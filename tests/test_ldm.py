@@ -5,6 +5,8 @@ unshuffle) and the analytic denoiser of Gaussian data, driven through the real s
 decoder, must give back the pixel-space Gaussian.
 """
 
+import json
+import math
 import shutil
 
 import pytest
@@ -188,6 +190,18 @@ def test_stage2_trains_resumes_and_keeps_the_autoencoder_bit_identical(tmp_path,
     trained = ckpt.load_state(ckpt.state_path(tmp_path / "a", 4))["method"]["modules"]["G"]
     assert all(torch.equal(trained[f"autoencoder.{k}"], v) for k, v in ae_state.items())
     assert meta["config"]["settings"]["autoencoder_sha256"] == sha256_file(stage1)
+
+
+def test_the_patch_discriminator_joins_at_disc_start(tmp_path, tiny_npz):  # noqa: F811
+    cfg = ae_config(tiny_npz, steps=3, disc_weight=0.5, disc_start=1)
+    cfg = cfg.replace(discriminator=dict(model_channels=8, num_layers=1))
+    run = tmp_path / "gan"
+    train(cfg, run, progress=False)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "loss_d" not in records[0] and all("loss_d" in r for r in records[1:])
+    assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["g_adv"]) for r in records[1:])
+    state = ckpt.load_state(ckpt.state_path(run, 3))["method"]
+    assert "D" in state["modules"] and state["optimizers"]["D"]["state"]  # D took steps
 
 
 def test_the_optimiser_holds_only_the_unet(tiny_npz, stage1):  # noqa: F811
