@@ -144,7 +144,7 @@ def validate(config) -> None:
     from udpm.errors import UDPMError
 
     ae = build_generator(config)
-    ae.latent_shape(tuple([config.channels, config.resolution, config.resolution]))
+    ae.latent_shape((config.channels, config.resolution, config.resolution))
     if ae.image_channels != config.channels:
         raise UDPMError(
             f"network.image_channels is {ae.image_channels} but the data has {config.channels}"

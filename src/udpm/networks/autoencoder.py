@@ -5,7 +5,9 @@ Rombach et al. 2022, Appendix G): a 3x3 stem, per level ``num_blocks`` residual 
 (GroupNorm, SiLU, 3x3 convs) and a stride-2 convolution between levels, a middle of
 block-attention-block, then GroupNorm, SiLU and a 3x3 conv to ``2 z`` channels (mean and
 log-variance), followed by a 1x1 "quant" conv. The decoder mirrors it with nearest-neighbour
-upsampling and ``num_blocks + 1`` blocks per level. With ``L = len(channel_mult)`` levels the
+upsampling and ``num_blocks + 1`` blocks per level. GroupNorm has up to 32 groups of at
+least 4 channels (``udpm.networks.layers.group_norm``; CompVis: always 32), so narrow CPU
+widths work. With ``L = len(channel_mult)`` levels the
 downsampling factor is ``f = 2^(L-1)``: an (N, C, H, W) image becomes an (N, z, H/f, W/f)
 latent.
 """
