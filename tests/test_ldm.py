@@ -303,3 +303,9 @@ def test_the_autoencoder_flag_is_checked(tmp_path, tiny_npz):  # noqa: F811
         ldm_config(tiny_npz, tmp_path / "missing.safetensors")
     with pytest.raises(UDPMError, match="unknown config field 'autoencoder'"):
         tiny_config(tiny_npz, method="ddpm", autoencoder="x")
+
+
+def test_the_autoencoder_must_fit_the_data(tmp_path, tiny_npz, stage1):  # noqa: F811
+    with pytest.raises(UDPMError, match="trained on 3-channel 16 px images; this run has"):
+        train(ldm_config(tiny_npz, stage1, resolution=32), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()  # refused before a run directory is made
