@@ -35,6 +35,9 @@ BASELINES = {
     "simple": "emoji32-cpu-simple",
     "ddgan": "emoji32-cpu-ddgan",
     "vdm": "emoji32-cpu-vdm",
+    # Latent diffusion trains in two stages: the autoencoder first, then the LDM on it.
+    "autoencoder": "emoji32-cpu-ae",
+    "ldm": "emoji32-cpu-ldm",
 }
 # Likelihood models train without emoji32's held-out 10% (udpm.eval.heldout: the last 10% of
 # a permutation seeded 0, 379 images) and report their bound on it.
@@ -50,6 +53,12 @@ BUDGET_NOTES = {
     "on this machine: 2.1 s and 2.1 s under the same load), and in steps because the "
     "machine was shared while it trained (its minutes are wall time under that load).",
 }
+HELD_OUT = 400  # the autoencoder trains without emoji32's last 400 images; PSNR is on them
+EMOJI32_IMAGES = 3781
+TRAIN_ARGS = {
+    "autoencoder": ["--set", f"max_images={EMOJI32_IMAGES - HELD_OUT}"],
+    "ldm": ["--autoencoder", str(CACHE / "run-autoencoder")],
+}
 # (row name, method, sampler kwargs) — the rows of the table.
 ROWS = [
     ("udpm-exact", "udpm", {}),
@@ -60,6 +69,8 @@ ROWS = [
     ("simple-32", "simple", {"steps": 32}),
     ("ddgan-4", "ddgan", {}),  # T = 4 generator calls, posterior sampling
     ("vdm-ancestral-50", "vdm", {"steps": 50}),
+    ("ldm-ancestral-50", "ldm", {"sampler": "ancestral", "steps": 50}),
+    ("ldm-ddim-50", "ldm", {"sampler": "ddim", "steps": 50, "eta": 0.0}),
     # Not budget-matched: the shipped model, trained for longer (its minutes are listed).
     ("udpm-shipped", "udpm-shipped", {}),
     ("udpm-shipped-scalar", "udpm-shipped", {"scalar_posterior": True}),
@@ -116,6 +127,7 @@ def train_stage(args) -> None:
                     "--no-progress",
                     "--set",
                     "sample_every=1000000",
+                    *TRAIN_ARGS.get(method, []),
                 ]
             )
         from udpm.checkpoint import read_meta, resolve_model_file
@@ -147,6 +159,7 @@ def train_stage(args) -> None:
                     "--no-progress",
                     "--set",  # a resume refuses settings that differ from the run's
                     "sample_every=1000000",
+                    *TRAIN_ARGS.get(method, []),
                 ]
             )
             if code:
@@ -241,10 +254,51 @@ def eval_stage(args) -> None:
         }
         if method in LIKELIHOOD:
             row.update(likelihood_columns(pipe, args), bpd_heldout=method in HELDOUT)
+        if getattr(pipe.config.settings, "autoencoder", None):  # latent diffusion's stage 1
+            row["stage1"] = stage1_training(pipe.config.settings.autoencoder)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(row, indent=2))
         print(f"{name}: FD {row['fd']:.2f} P {row['precision']:.2f} R {row['recall']:.2f}")
     floor_stage(args)
+    autoencoder_stage(args)
+
+
+def stage1_training(path) -> dict:
+    from udpm.checkpoint import read_meta
+
+    meta = read_meta(Path(path))
+    return {
+        "train_minutes": round(meta.get("train_seconds", 0) / 60, 1),
+        "train_steps": meta["step"],
+    }
+
+
+def autoencoder_stage(args) -> None:
+    """Reconstruction PSNR of latent diffusion's autoencoder on the held-out images."""
+    import udpm
+    from udpm.data import load_source
+    from udpm.eval.reconstruction import reconstruction_psnr
+    from udpm.images import from_uint8
+
+    out, run = CACHE / "autoencoder.json", CACHE / "run-autoencoder"
+    if not run.is_dir() or (out.exists() and not args.force):
+        return
+    pipe = udpm.load(run)
+    images = from_uint8(load_source("emoji32").images)
+    seen = pipe.config.max_images
+    if not seen or seen >= len(images):
+        print(f"autoencoder: skipped ({run} was trained on every image; nothing is held out)")
+        return
+    result = {
+        "held_out": reconstruction_psnr(pipe.network, images[seen:]),
+        "train": reconstruction_psnr(pipe.network, images[:HELD_OUT]),
+        "latent_shape": list(pipe.network.latent_shape(pipe.image_shape)),
+        "parameters": sum(p.numel() for p in pipe.network.parameters()),
+        "checkpoint": pipe.meta.get("path"),
+        **stage1_training(pipe.meta["path"]),
+    }
+    out.write_text(json.dumps(result, indent=2))
+    print(f"autoencoder: held-out PSNR {result['held_out']['psnr_db']:.2f} dB")
 
 
 def likelihood_columns(pipe, args) -> dict:
@@ -336,10 +390,14 @@ def report_stage(args) -> None:
         p.stem.removeprefix("flops-"): json.loads(p.read_text())
         for p in sorted(CACHE.glob("flops-*.json"))
     } or committed.get("flops_ratio", {})
-    lines = results_markdown(rows, floor, flops, args)
+    ae_file = CACHE / "autoencoder.json"
+    ae = json.loads(ae_file.read_text()) if ae_file.exists() else committed.get("autoencoder")
+    lines = results_markdown(rows, floor, flops, args) + autoencoder_markdown(ae)
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
     (HERE / "results.json").write_text(
-        json.dumps({"rows": rows, "floor": floor, "flops_ratio": flops}, indent=2)
+        json.dumps(
+            {"rows": rows, "floor": floor, "flops_ratio": flops, "autoencoder": ae}, indent=2
+        )
     )
     plot(rows, floor, HERE / "trilemma.png")
     update_readme(rows, floor)
@@ -398,11 +456,14 @@ def results_markdown(rows, floor, flops, args) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        training = f"{r['train_minutes']} min, {r['train_steps']} steps"
+        if "stage1" in r:
+            s1 = r["stage1"]
+            training += f" + autoencoder {s1['train_minutes']} min, {s1['train_steps']} steps"
         lines.append(
             f"| {r['method']} | {r['sampler']} | {r['nfe']} | {r['flops_per_image'] / 1e9:.2f} G "
             f"| {r['ms_per_image_batch64']:.1f} | {r['fd']:.2f} | {r['precision']:.3f} | "
-            f"{r['recall']:.3f} | {bpd_cell(r)} | {r['n']} | {r['train_minutes']} min, "
-            f"{r['train_steps']} steps |"
+            f"{r['recall']:.3f} | {bpd_cell(r)} | {r['n']} | {training} |"
         )
     lines += likelihood_notes(rows) + budget_notes(rows)
     if floor:
@@ -489,6 +550,29 @@ def budget_notes(rows) -> list[str]:
                 "machine: its ms/image is not comparable with the other rows' (NFE and FLOPs are)."
             )
     return ["", *("- " + line for line in lines)] if lines else []
+
+
+def autoencoder_markdown(ae) -> list[str]:
+    if not ae:
+        return []
+    z = "x".join(str(v) for v in ae["latent_shape"][1:] + ae["latent_shape"][:1])
+    return [
+        "## Latent diffusion's autoencoder (stage 1)",
+        "",
+        f"The `ldm` rows sample in the {z} latent of a KL autoencoder (`emoji32-cpu-ae`, "
+        f"{ae['parameters'] / 1e6:.2f}M parameters, {ae['train_minutes']} min, "
+        f"{ae['train_steps']} steps, trained without emoji32's last {ae['held_out']['n']} "
+        "images); their FLOPs/image include its decoder, run once per image. Reconstruction "
+        "PSNR (decoder of the posterior mean, clamped to [-1, 1]):",
+        "",
+        "| images | n | PSNR (mean) | PSNR (median) |",
+        "|---|---|---|---|",
+        f"| held out | {ae['held_out']['n']} | **{ae['held_out']['psnr_db']:.2f} dB** | "
+        f"{ae['held_out']['psnr_db_median']:.2f} dB |",
+        f"| training (first {ae['train']['n']}) | {ae['train']['n']} | "
+        f"{ae['train']['psnr_db']:.2f} dB | {ae['train']['psnr_db_median']:.2f} dB |",
+        "",
+    ]
 
 
 def plot(rows, floor, path: Path) -> None:

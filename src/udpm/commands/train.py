@@ -47,6 +47,10 @@ def register(sub) -> None:
         "defaults, so prefer a preset made for it (e.g. emoji32-cpu-ddpm)",
     )
     p.add_argument(
+        "--autoencoder",
+        help="ldm only: the stage-1 model (a --method autoencoder checkpoint or run directory)",
+    )
+    p.add_argument(
         "--steps",
         type=int,
         help="total number of training steps (default: the preset's; emoji32-cpu: "
@@ -136,6 +140,7 @@ def build_config(args):
         "resolution": args.resolution,
         "device": args.device,
         "class_conditional": args.class_conditional,
+        "autoencoder": args.autoencoder,
     }
     assignments = [f"{k}={v}" for k, v in flags.items() if v is not None]
     config = apply_overrides(config, assignments + list(args.overrides))

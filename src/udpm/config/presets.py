@@ -11,6 +11,7 @@ from udpm.config.schema import Config
 from udpm.config.settings import SETTINGS, UDPM_OPTIM, Optim
 from udpm.config.typed import build_dataclass
 from udpm.errors import UDPMError
+from udpm.networks.autoencoder import AE_PRESETS
 
 # UDPM paper (NeurIPS 2024), Tables 3-5; the text does not give the generator's dropout, so
 # the network presets use EDM's values. Optimiser as the authors' code (UDPM_OPTIM).
@@ -204,6 +205,57 @@ PRESETS: dict[str, dict] = {
     ),
 }
 
+# Latent diffusion, two stages (Rombach et al. 2022). CPU: an f = 4 autoencoder (8x8x4
+# latent) without LPIPS (no VGG weights offline) or discriminator, Adam (0.5, 0.9) at a
+# learning rate raised for a few hundred steps; then the emoji32-cpu U-Net on its latent
+# ("resolution" 8 places attention at 4x4, as emoji32-cpu's does in pixel space).
+_AE_CPU = dict(AE_PRESETS["emoji32-cpu-ae"])
+PRESETS["emoji32-cpu-ae"] = dict(
+    _CPU,
+    method="autoencoder",
+    network=_AE_CPU,
+    discriminator=dict(model_channels=32, num_layers=2),
+    sample_every=250,
+    settings=dict(
+        perceptual="none", disc_weight=0.0, optim=Optim(lr=1e-3, betas=(0.5, 0.9), warmup=50)
+    ),
+)
+PRESETS["emoji32-cpu-ldm"] = dict(
+    _CPU,
+    method="ldm",
+    network_overrides={"resolution": 8},
+    sample_every=500,
+    settings=dict(
+        autoencoder_network=_AE_CPU,
+        optim=Optim(lr=2e-4, betas=(0.9, 0.999), weight_decay=0.01, warmup=200, grad_clip=1.0),
+    ),
+)
+# LDM-4 style for the 64 px data sets, for GPUs: CompVis' kl-f4 autoencoder (z = 3, 16x16x3
+# latent at 64 px) with LPIPS and the patch discriminator from step 50001; then a U-Net of the
+# ffhq64 family on the latent (width 128, mult (1, 2, 2): 16, 8, 4; attention at 8 and 4).
+PRESETS["ffhq64-ae"] = dict(
+    method="autoencoder",
+    data="ffhq64.zip",
+    resolution=64,
+    batch_size=64,
+    steps=200_000,
+    ema_decay=0.9999,
+    network=dict(AE_PRESETS["kl-f4"]),
+    discriminator=dict(model_channels=64, num_layers=3),
+)
+PRESETS["ffhq64-ldm"] = dict(
+    method="ldm",
+    data="ffhq64.zip",
+    resolution=64,
+    batch_size=64,
+    steps=400_000,
+    ema_decay=0.9999,
+    network_preset="ffhq64",
+    network_overrides={"channel_mult": (1, 2, 2), "attn_resolutions": (8, 4), "resolution": 16},
+    discriminator_preset="ffhq64",
+    settings=dict(autoencoder_network=dict(AE_PRESETS["kl-f4"])),
+)
+
 
 def preset_config(name: str) -> Config:
     """The resolved :class:`Config` of a preset (network dicts and settings filled in)."""
@@ -212,10 +264,18 @@ def preset_config(name: str) -> Config:
     if name not in PRESETS:
         raise UDPMError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
     values = dict(PRESETS[name])
-    network = dict(UNET_PRESETS[values.pop("network_preset")])
-    network.update(values.pop("network_overrides", {}))
-    disc = dict(DISC_PRESETS[values.pop("discriminator_preset")])
-    disc.update(values.pop("discriminator_overrides", {}))
+    network = _network(values, "network", UNET_PRESETS)
+    disc = _network(values, "discriminator", DISC_PRESETS)
     method = values.get("method", "udpm")
     settings = build_dataclass(SETTINGS[method], values.pop("settings", {}), "settings")
     return Config(**values, network=network, discriminator=disc, settings=settings)
+
+
+def _network(values: dict, key: str, presets: dict) -> dict:
+    """``values[key]`` itself (an autoencoder's), or ``key_preset`` updated by ``key_overrides``."""
+    name = values.pop(f"{key}_preset", None)
+    if key in values:
+        return dict(values.pop(key))
+    network = dict(presets[name])
+    network.update(values.pop(f"{key}_overrides", {}))
+    return network

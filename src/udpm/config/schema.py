@@ -19,7 +19,7 @@ from udpm.config.settings import SETTINGS, UDPMSettings
 from udpm.config.typed import build_dataclass
 from udpm.errors import UDPMError
 
-Method = Literal["udpm", "ddpm", "simple", "ddgan", "vdm"]
+Method = Literal["udpm", "ddpm", "simple", "ddgan", "vdm", "autoencoder", "ldm"]
 Amp = Literal["auto", "bf16", "fp32"]
 
 

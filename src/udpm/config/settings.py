@@ -169,12 +169,71 @@ class VDMSettings:
     optim: Optim = Optim(lr=2e-4, betas=(0.9, 0.99), weight_decay=0.01)
 
 
+@dataclass(frozen=True)
+class AutoencoderSettings:
+    """Latent diffusion's stage 1 (Rombach et al. 2022): a KL autoencoder, CompVis' loss.
+
+    ``L = Σ|x - x̂| + w_p Σ LPIPS + kl_weight Σ KL`` per image (``udpm.objectives.autoencoder``),
+    plus a patch discriminator's hinge loss from step ``disc_start`` when ``disc_weight > 0``.
+    The network is ``Config.network`` (``udpm.networks.AutoencoderKL``'s arguments), the
+    discriminator ``Config.discriminator`` (``PatchDiscriminator``'s). Optimiser: Adam
+    (0.5, 0.9) as CompVis' ``AutoencoderKL``, lr 4.5e-6 per image of the batch (their
+    ``base_learning_rate`` is scaled by the batch size; 4.5e-6 × 64 here).
+    """
+
+    kl_weight: float = 1e-6
+    perceptual: Literal["lpips", "none"] = "lpips"  # lpips needs the extra and VGG weights
+    perceptual_weight: float = 1.0
+    disc_weight: float = 0.5  # 0: no discriminator
+    disc_start: int = 50001  # CompVis' kl-f4 config
+    optim: Optim = Optim(lr=2.88e-4, betas=(0.5, 0.9))
+
+
+@dataclass(frozen=True)
+class LDMSettings:
+    """Latent diffusion's stage 2 (Rombach et al. 2022): DDPM on the frozen autoencoder's latent.
+
+    ε-prediction with ``L_simple`` (Ho et al. 2020) on ``z' = s (z - m)``, ``s = 1/std(z)``
+    measured on the first training batch (``udpm.networks.latent_diffusion``). The schedule
+    is CompVis': ``√β`` linear from ``sqrt(0.0015)`` to ``sqrt(0.0195)``, T = 1000. Sampling:
+    any DDPM-family sampler in latent space, then the decoder; ``x̂₀`` is not clipped (a
+    latent has no [-1, 1] range). Optimiser: AdamW (torch's weight decay 0.01), as CompVis'
+    ``LatentDiffusion``, lr 1e-4 (their 2e-6 per image, ×48 for LDM-4 on CelebA-HQ ≈ 1e-4).
+
+    ``autoencoder`` is the stage-1 model file. Given it (``udpm train --autoencoder``), the
+    settings record its sha256 and network arguments at once, so the model file is
+    self-describing: it holds the autoencoder's weights, and sampling needs that path only.
+    """
+
+    autoencoder: str | None = None
+    autoencoder_sha256: str | None = None
+    autoencoder_network: dict = field(default_factory=dict)
+    schedule: Literal["scaled_linear", "linear", "cosine"] = "scaled_linear"
+    T: int = 1000
+    beta_start: float = 0.0015
+    beta_end: float = 0.0195
+    sampler: GaussianSampler = "ancestral"
+    sample_steps: int | None = None  # None: the full chain (ancestral) or 50 (DDIM)
+    eta: float | None = None
+    clip_x0: bool = False
+    optim: Optim = Optim(lr=1e-4, betas=(0.9, 0.999), weight_decay=0.01)
+
+    def __post_init__(self):
+        if self.autoencoder is not None and self.autoencoder_sha256 is None:
+            from udpm.config.autoencoder import describe_autoencoder
+
+            for key, value in describe_autoencoder(self.autoencoder).items():
+                object.__setattr__(self, key, value)
+
+
 SETTINGS: dict[str, type] = {
     "udpm": UDPMSettings,
     "ddpm": DDPMSettings,
     "simple": SimpleSettings,
     "ddgan": DDGANSettings,
     "vdm": VDMSettings,
+    "autoencoder": AutoencoderSettings,
+    "ldm": LDMSettings,
 }
 
 

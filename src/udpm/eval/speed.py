@@ -1,6 +1,7 @@
 """Sampling cost: network calls, FLOPs (counted by torch), wall time and sampler overhead.
 
-FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, never from a hand formula.
+FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, never from a hand formula;
+they count everything a sample runs, latent diffusion's decoder included.
 The UDPM cost claim (Abu-Hussein and Giryes 2024: 3 steps cost about 0.3 of one denoising
 step) is the ratio between the FLOPs of one sample and of one pass of the same network at
 full image resolution.
@@ -32,6 +33,26 @@ class CallTimer(torch.nn.Module):
         self.calls += 1
         return out
 
+    def __getattr__(self, name):
+        """The wrapped network's other attributes; its ``decode`` (latent diffusion's decoder,
+        run once per image) is timed as network time but is not a network call (NFE)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            attr = getattr(self.network, name)
+        return self._timed(attr) if name == "decode" else attr
+
+    def _timed(self, fn):
+        def timed(*args, **kwargs):
+            _sync(args[0].device)
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            _sync(out.device)
+            self.seconds += time.perf_counter() - t0
+            return out
+
+        return timed
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -62,8 +83,14 @@ def sampling_flops(pipe, **sampler_kwargs) -> tuple[int, int]:
 
 @torch.no_grad()
 def full_resolution_pass_flops(pipe) -> int:
-    """FLOPs of one pass of the same network on a full-resolution input (batch 1)."""
-    x = torch.zeros(1, *pipe.image_shape, device=pipe.device)
+    """FLOPs of one pass of the same network on a full-resolution input (batch 1).
+
+    A network that denoises something other than the image (latent diffusion's U-Net) names
+    its input's channels in ``in_channels``; its pass then runs at the image's height and width.
+    """
+    channels, *size = pipe.image_shape
+    channels = getattr(pipe.network, "in_channels", channels)
+    x = torch.zeros(1, channels, *size, device=pipe.device)
     t = torch.full((1,), 0.5, device=pipe.device)
     labels = torch.zeros(1, dtype=torch.long, device=pipe.device) if pipe.num_classes else None
     # A generator with a latent input (DDGAN's G(x_t, z, t)) takes one z per image.

@@ -33,6 +33,9 @@ class Method:
     def _make_optimizers(self, lrs: dict[str, float] | None = None) -> None:
         """Adam (AdamW with weight decay) per module, with the method's own settings.
 
+        Each optimiser holds the module's parameters that require grad (latent diffusion's
+        frozen autoencoder is part of its generator and must not be in it).
+
         ``lrs`` gives a module its own base learning rate (DDGAN's G and D differ).
         """
         optim = self.config.optim
@@ -40,7 +43,7 @@ class Method:
         kind = torch.optim.AdamW if optim.weight_decay else torch.optim.Adam
         self.optimizers = {
             k: kind(
-                m.parameters(),
+                [p for p in m.parameters() if p.requires_grad],  # not a frozen part's
                 lr=self.base_lrs[k],
                 betas=tuple(optim.betas),
                 weight_decay=optim.weight_decay,

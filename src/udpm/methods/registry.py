@@ -14,6 +14,8 @@ MODULES = {
     "simple": "udpm.methods.diffusion",
     "ddgan": "udpm.methods.ddgan",
     "vdm": "udpm.methods.vdm",
+    "autoencoder": "udpm.methods.autoencoder",
+    "ldm": "udpm.methods.ldm",
 }
 
 

@@ -116,6 +116,13 @@ class DiscreteGaussianProcess(_VariancePreserving):
         return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))._named(config)
 
     @classmethod
+    def scaled_linear(cls, T: int = 1000, beta_start: float = 0.0015, beta_end: float = 0.0195):
+        """Latent diffusion's schedule (CompVis' "linear"): ``√β`` linear, ``β_start..β_end``."""
+        config = dict(schedule="scaled_linear", T=T, beta_start=beta_start, beta_end=beta_end)
+        root = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64)
+        return cls(root**2)._named(config)
+
+    @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999):
         """Nichol and Dhariwal's ``ᾱ(u) ∝ cos²((u + s)/(1 + s) · π/2)``, ``β ≤ max_beta``.
 
@@ -371,10 +378,8 @@ def gaussian_process_from_config(config: dict) -> GaussianProcess:
     if kind != "discrete":
         raise UDPMError(f"unknown Gaussian process kind {kind!r}; expected discrete/continuous")
     schedule = config.pop("schedule", None)
-    if schedule == "linear":
-        return DiscreteGaussianProcess.linear(**config)
-    if schedule == "cosine":
-        return DiscreteGaussianProcess.cosine(**config)
+    if schedule in ("linear", "scaled_linear", "cosine"):
+        return getattr(DiscreteGaussianProcess, schedule)(**config)
     if schedule is None and "betas" in config:
         return DiscreteGaussianProcess(config["betas"])
     raise UDPMError(f"unknown discrete schedule {schedule!r}; expected linear, cosine or betas")
