@@ -200,8 +200,9 @@ def test_a_closed_pipe_ends_quietly():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    proc.stdout.read(1)
-    proc.stdout.close()  # what `| head -1` does
+    # Closed before the JSON is written (what `| head` does once it has its lines): the
+    # write must fail, whether or not the output would have fitted in the pipe's buffer.
+    proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait() == 141 and "Error" not in err, err
 

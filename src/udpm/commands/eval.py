@@ -113,9 +113,6 @@ def run(args) -> int:
                 progress=not args.no_progress or "lines",
                 **sampler_kwargs(args),
             )
-            protocol["accel"] = {
-                k: getattr(args, k) for k in ("compile", "channels_last", "precision")
-            }
         # Measured once, by rank 0 outside the group: torchmetrics would otherwise sync
         # its feature states over the ranks.
         if not main:
@@ -169,7 +166,13 @@ def load_model(args):
 
     pipe = udpm.load(args.checkpoint, device=dist.local_device(resolve_device(args.device)))
     options = accel_options(args)
-    return pipe.accelerate(**options) if any(options.values()) else pipe
+    if any(options.values()):
+        pipe = pipe.accelerate(**options)
+        pipe.meta = {
+            **pipe.meta,
+            "accel": {k: getattr(args, k) for k in ("compile", "channels_last", "precision")},
+        }
+    return pipe
 
 
 def write_result(result: dict, path: Path | None) -> None:

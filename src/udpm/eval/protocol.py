@@ -29,6 +29,9 @@ from udpm.images import from_uint8
 DEFAULT_METRICS = ("fd", "kid", "pr")
 
 
+NO_ACCEL = {"compile": False, "channels_last": False, "precision": "fp32"}
+
+
 def generate(
     pipe,
     n: int,
@@ -62,6 +65,7 @@ def generate(
         "step": pipe.meta.get("step"),
         "seeds": [seed, seed + n - 1],
         "sampler": pipe.sampler_options(**sampler_kwargs),  # every option, clip_x0 included
+        "accel": pipe.meta.get("accel", NO_ACCEL),
         "sampling_seconds": round(time.perf_counter() - t0, 2),
     }
     return images, protocol
