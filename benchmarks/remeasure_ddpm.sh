@@ -8,3 +8,6 @@ PY=${PY:-.venv/bin/python}
 $PY benchmarks/trilemma.py train --methods ddpm --budget-steps 750 --chunk 250
 $PY benchmarks/trilemma.py eval --rows ddim-10 ddim-50 ddpm-ancestral-50 --n 400 --repeats 2 --force
 $PY benchmarks/trilemma.py report
+# What clipping alone changes on the same model:
+$PY benchmarks/trilemma.py eval --rows ddim-10-unclipped ddpm-ancestral-50-unclipped --n 400 --repeats 2 --force
+$PY benchmarks/trilemma.py report

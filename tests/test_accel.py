@@ -156,6 +156,8 @@ def test_training_with_compile_hooks_the_generator(tmp_path, monkeypatch):
     np.savez(data, images=np.random.default_rng(0).integers(0, 255, (8, 16, 16, 3), np.uint8))
     config = tiny_config(data, method="ddpm", steps=2, diffusion={"process": {"T": 20}})
     plain = Trainer(config, tmp_path / "plain", progress=False)
+    # Without the flag nothing is compiled (a builtin named `compile` once made it always on).
+    assert not isinstance(plain.method.net("G"), torch._dynamo.eval_frame.OptimizedModule)
     plain.run()
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     compiled = Trainer(config, tmp_path / "compiled", progress=False, compile=True)

@@ -73,13 +73,13 @@ class Trainer:
         )
         self.run_dir = None  # rank 0's open (locked) run directory
         try:
-            self._start(config, resume, explicit)
+            self._start(config, resume, explicit, compile)
         except BaseException:
             if self.run_dir is not None:
                 self.run_dir.abandon()
             raise
 
-    def _start(self, config: Config, resume, explicit) -> None:
+    def _start(self, config: Config, resume, explicit, compile: bool = False) -> None:
         # Rank 0 locks the run directory and decides the config; all ranks take it.
         cfg, step = dist.together(
             lambda: self._open(config, resume, explicit), main_only=True, share=True
