@@ -1,9 +1,13 @@
-"""Training throughput of a preset on this machine: images/s per UDPM level and per step.
+"""Training throughput of UDPM recipes on this machine: images/s per level and per step.
 
-    python benchmarks/train_speed.py --preset emoji32-cpu --steps 10
+    python benchmarks/train_speed.py --variants 0.1.0 anneal+authors-d+lazy --steps 32
 
-One training step = one D step and one G step at one level (Algorithm 1). The whole-step
-figure averages the three levels, as uniform level sampling does in training. Writes
+The variants are those of ``udpm_ablation.py`` (``--set`` assignments over the preset),
+measured side by side in one run, interleaved level by level so that a change in the
+machine's load hits them alike. One training step = one D step and one G step at one
+level (Algorithm 1); the whole-step figure averages the three levels, as uniform level
+sampling does. Per level the *mean* step time is used: lazy R1 makes one step in k dearer,
+and a median would hide it (use a multiple of ``r1_every`` for ``--steps``). Writes
 ``benchmarks/train_speed.json``.
 """
 
@@ -13,6 +17,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -21,42 +26,76 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 
+def build(preset: str, sets: list[str]):
+    from udpm.config import preset_config
+    from udpm.config.overrides import apply_overrides
+    from udpm.methods.udpm import UDPMMethod
+
+    config = apply_overrides(preset_config(preset), sets)
+    return config, UDPMMethod(config, "cpu")
+
+
+def time_level(method, x0, level: int, warmup: int, steps: int) -> float:
+    """Mean seconds per step at ``level`` (steps counted from 0, so lazy R1 fires alike)."""
+    method.draw_level = lambda: level
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        method.step(x0, None, i - warmup)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.mean(times)
+
+
 def main() -> None:
+    sys.path.insert(0, str(HERE))
+    from udpm_ablation import VARIANTS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--preset", default="emoji32-cpu", help="UDPM preset to measure")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per level")
+    p.add_argument("--preset", default="emoji32-cpu", help="UDPM preset the variants start from")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["0.1.0", "anneal+authors-d+lazy"],
+        choices=list(VARIANTS),
+        help="recipes to compare (udpm_ablation.py)",
+    )
+    p.add_argument("--steps", type=int, default=32, help="timed steps per level")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per level")
     args = p.parse_args()
 
-    from udpm.config import preset_config
-    from udpm.methods.udpm import UDPMMethod
-
-    config = preset_config(args.preset)
-    method = UDPMMethod(config, "cpu")
-    x0 = (
-        torch.rand(config.batch_size, config.channels, config.resolution, config.resolution) * 2 - 1
-    )
+    built = {v: build(args.preset, VARIANTS[v][1]) for v in args.variants}
+    config = next(iter(built.values()))[0]
+    torch.manual_seed(0)
+    x0 = torch.rand(config.batch_size, config.channels, config.resolution, config.resolution)
+    x0 = x0 * 2 - 1
+    per_level = {v: {} for v in args.variants}
+    for level in range(1, config.settings.levels + 1):
+        for v, (_, method) in built.items():
+            seconds = time_level(method, x0, level, args.warmup, args.steps)
+            per_level[v][level] = config.batch_size / seconds
+            print(f"{v:28s} level {level}: {per_level[v][level]:7.1f} images/s")
     result = {
         "preset": args.preset,
         "batch_size": config.batch_size,
-        "levels": {},
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}",
-        "command": "python benchmarks/train_speed.py",
+        "command": "python benchmarks/train_speed.py " + " ".join(sys.argv[1:]),
+        "variants": {},
     }
-    for level in range(1, method.process.levels + 1):
-        method.draw_level = lambda level=level: level
-        times = []
-        for i in range(args.warmup + args.steps):
-            t0 = time.perf_counter()
-            method.step(x0, None, i)
-            if i >= args.warmup:
-                times.append(time.perf_counter() - t0)
-        result["levels"][level] = config.batch_size / statistics.median(times)
-        print(f"level {level}: {result['levels'][level]:.1f} images/s")
-    per_image = statistics.mean(1 / v for v in result["levels"].values())
-    result["whole_step_images_per_s"] = 1 / per_image
-    print(f"whole step (uniform levels): {result['whole_step_images_per_s']:.1f} images/s")
+    for v, levels in per_level.items():
+        whole = 1 / statistics.mean(1 / r for r in levels.values())
+        result["variants"][v] = {
+            "sets": VARIANTS[v][1],
+            "levels": levels,
+            "whole_step_images_per_s": whole,
+        }
+        print(f"{v:28s} whole step (uniform levels): {whole:.1f} images/s")
+    base = result["variants"][args.variants[0]]["whole_step_images_per_s"]
+    for v in args.variants[1:]:
+        ratio = result["variants"][v]["whole_step_images_per_s"] / base
+        result["variants"][v]["speedup_over_first"] = ratio
+        print(f"{v} is {ratio:.2f}x the speed of {args.variants[0]}")
     (HERE / "train_speed.json").write_text(json.dumps(result, indent=2))
 
 

@@ -104,6 +104,8 @@ def git_commit() -> str:
 def train_seconds(run: Path) -> float:
     from udpm.checkpoint import read_meta, resolve_model_file
 
+    if not (run / "config.yaml").exists():
+        return 0.0
     return float(read_meta(resolve_model_file(run)).get("train_seconds", 0.0))
 
 
@@ -119,66 +121,46 @@ def data_args(method: str) -> list[str]:
 
 
 def train_stage(args) -> None:
-    """Train each baseline in chunks (with --resume) until its budget is spent."""
-    from udpm.cli import main
+    """Train each baseline in chunks (``--stop-at``, then ``--resume``) until its budget is spent.
 
+    The run's planned length (``--steps``) is set once: the step budget, or the preset's
+    length for a minute budget, so warm-up and cosine decay do not depend on the chunking.
+    """
     for method, preset in BASELINES.items():
-        if args.methods and method not in args.methods:
-            continue
-        run = CACHE / f"run-{method}"
-        steps = args.chunk
-        data = data_args(method)
-        if not (run / "config.yaml").exists():
-            main(
-                [
-                    "train",
-                    "--preset",
-                    preset,
-                    *data,
-                    "--out",
-                    str(run),
-                    "--steps",
-                    str(steps),
-                    "--no-progress",
-                    "--set",
-                    "sample_every=1000000",
-                    *TRAIN_ARGS.get(method, []),
-                ]
-            )
-        from udpm.checkpoint import read_meta, resolve_model_file
+        if not args.methods or method in args.methods:
+            train_baseline(method, preset, args)
 
-        def step_of(run):
-            return read_meta(resolve_model_file(run))["step"]
 
-        def spent(run):  # a step budget is fair on a shared machine; minutes only alone
-            if args.budget_steps:
-                return step_of(run) >= args.budget_steps
-            return train_seconds(run) >= args.budget_min * 60
+def step_of(run: Path) -> int:
+    from udpm.checkpoint import read_meta, resolve_model_file
 
-        while not spent(run):
-            steps = step_of(run) + args.chunk
-            if args.budget_steps:
-                steps = min(steps, args.budget_steps)
-            print(f"{method}: {train_seconds(run) / 60:.1f} min so far, training to {steps}")
-            code = main(
-                [
-                    "train",
-                    "--preset",
-                    preset,
-                    *data,
-                    "--out",
-                    str(run),
-                    "--steps",
-                    str(steps),
-                    "--resume",
-                    "--no-progress",
-                    "--set",  # a resume refuses settings that differ from the run's
-                    "sample_every=1000000",
-                    *TRAIN_ARGS.get(method, []),
-                ]
-            )
-            if code:
-                sys.exit(code)
+    return read_meta(resolve_model_file(run))["step"] if (run / "config.yaml").exists() else 0
+
+
+def train_baseline(method: str, preset: str, args) -> None:
+    from udpm.cli import main
+    from udpm.config import preset_config
+
+    run = CACHE / f"run-{method}"
+    planned = args.budget_steps or preset_config(preset).steps
+    common = [
+        "train", "--preset", preset, *data_args(method), "--out", str(run), "--no-progress",
+        "--set", "sample_every=1000000",  # a resume refuses settings that differ
+        *TRAIN_ARGS.get(method, []),
+    ]  # fmt: skip
+
+    def spent() -> bool:  # a step budget is fair on a shared machine; minutes only alone
+        if step_of(run) >= planned:
+            return True
+        return not args.budget_steps and train_seconds(run) >= args.budget_min * 60
+
+    while not spent():
+        stop = min(step_of(run) + args.chunk, planned)
+        print(f"{method}: {train_seconds(run) / 60:.1f} min so far, training to {stop}/{planned}")
+        more = ["--resume"] if (run / "config.yaml").exists() else ["--steps", str(planned)]
+        code = main([*common, *more, "--stop-at", str(stop)])
+        if code:
+            sys.exit(code)
 
 
 def udpm_checkpoint(args) -> Path:

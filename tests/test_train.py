@@ -174,3 +174,25 @@ def test_overrides_and_presets():
     paper = preset_config("cifar10")
     assert paper.optim.lr == 1e-4 and paper.batch_size == 64 and paper.steps == 600_000
     assert paper.settings.r1 == (0.025, 0.1, 0.4) and paper.discriminator["dropout"] == 0.4
+
+
+def test_chunks_with_stop_at_equal_one_run_under_length_tied_schedules(tmp_path, tiny_npz):
+    """--stop-at keeps the planned length, so cosine decay and annealed instance noise of a
+    chunked run are those of one run; raising --steps per chunk would stretch them."""
+    kw = dict(steps=6, decay="cosine", instance_noise_end=1e-3, r1_every=2, lambda_fm=(1, 1, 0))
+    straight = train(tiny_config(tiny_npz, **kw), tmp_path / "a", progress=False)
+    first = train(tiny_config(tiny_npz, **kw), tmp_path / "b", progress=False, stop_at=3)
+    assert ckpt.load_model(first)[1]["step"] == 3
+    cfg = tiny_config(tiny_npz, **kw)
+    resumed = train(cfg, tmp_path / "b", resume=True, progress=False, stop_at=99)
+    assert same_weights(straight, resumed)
+    train(tiny_config(tiny_npz, **dict(kw, steps=3)), tmp_path / "c", progress=False)
+    longer = train(tiny_config(tiny_npz, **kw), tmp_path / "c", resume=True, progress=False)
+    assert not same_weights(longer, straight)  # the schedule changed at the resume
+    with pytest.raises(UDPMError, match="stop-at"):
+        train(tiny_config(tiny_npz, **kw), tmp_path / "d", progress=False, stop_at=0)
+
+
+def same_weights(a, b) -> bool:
+    wa, wb = ckpt.load_model(a)[0], ckpt.load_model(b)[0]
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

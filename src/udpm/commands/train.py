@@ -117,6 +117,14 @@ def register(sub) -> None:
         help="print every --set key with its value for this preset (and --method, --config, "
         "--set), as YAML that --config reads back, then exit",
     )
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        metavar="STEP",
+        help="stop (saved) at this step without changing the planned --steps: the way "
+        "to train in chunks, since raising --steps on each resume would stretch warm-up, "
+        "cosine decay and annealed instance noise to each chunk's end",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -186,6 +194,7 @@ def run(args) -> int:
             progress=not args.no_progress,
             explicit=explicit,
             compile=args.compile,
+            stop_at=args.stop_at,
         )
     except Preempted as exc:
         if env_rank() == 0:

@@ -51,6 +51,9 @@ class UDPMSettings:
     lambda_l1: tuple[float, ...] = (1.0, 1.0, 0.0)
     lambda_perceptual: tuple[float, ...] = (4.0, 4.0, 0.0)
     lambda_adv: tuple[float, ...] = (0.2, 0.5, 1.0)
+    # Not in the paper: paired feature matching in D's own features (pix2pixHD), a
+    # perceptual term for machines without LPIPS's VGG weights; 0 = off (the authors).
+    lambda_fm: tuple[float, ...] = (0.0, 0.0, 0.0)
     r1: tuple[float, ...] = (0.025, 0.1, 0.4)  # R1 weight γ on D's real inputs, per level
     # D's loss: "mean" is the authors' ½(L_real + L_fake) + (γ/2)·R1; "sum" drops the ½ on
     # the GAN terms (R1 then weighs half as much relative to them).

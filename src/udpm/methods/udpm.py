@@ -10,6 +10,7 @@ from udpm.methods.spec import MethodSpec, SampleResult, build_unet
 from udpm.objectives.udpm import (
     Perceptual,
     discriminator_loss,
+    feature_matching,
     generator_adversarial,
     instance_noise_std,
     level_targets,
@@ -161,10 +162,18 @@ class UDPMMethod(Method):
             loss = loss + cfg.lambda_perceptual[l - 1] * terms["perceptual"]
         if adversarial:
             # The plain D: its weights take no gradient here, so DDP has nothing to reduce.
+            D, fm = self.modules["D"], cfg.lambda_fm[l - 1] > 0
             with self.autocast():
-                logits = self.modules["D"](y_hat + noise_fake, t, labels).float()
+                out = D(y_hat + noise_fake, t, labels, return_features=fm)
+            logits = (out[0] if fm else out).float()
             terms["adv_g"] = generator_adversarial(logits)
             loss = loss + cfg.lambda_adv[l - 1] * terms["adv_g"]
+            if fm:
+                # The same instance noise on both, so only ŷ - y separates them.
+                with torch.no_grad(), self.autocast():
+                    _, real_features = D(y + noise_fake, t, labels, return_features=True)
+                terms["fm"] = feature_matching(out[1], real_features)
+                loss = loss + cfg.lambda_fm[l - 1] * terms["fm"]
         return loss, terms
 
     def diagnostics(self, images: torch.Tensor, data_uint8: torch.Tensor) -> dict:
@@ -247,7 +256,8 @@ def validate(config) -> None:
 
     s = config.settings
     build_process(config).check_resolution(config.resolution)
-    for name in ("lambda_l1", "lambda_perceptual", "lambda_adv", "r1", "level_weights"):
+    names = ("lambda_l1", "lambda_perceptual", "lambda_adv", "lambda_fm", "r1", "level_weights")
+    for name in names:
         values = getattr(s, name)
         if values is not None and len(values) != s.levels:
             raise UDPMError(f"{name} needs one entry per level ({s.levels}), got {len(values)}")

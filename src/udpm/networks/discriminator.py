@@ -143,20 +143,27 @@ class Discriminator(nn.Module):
         x: torch.Tensor,
         t: torch.Tensor | float,
         class_labels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """x: (N, C, H, W), the level-(l-1) image; t: (N,) or a scalar; labels: (N,) or None."""
+        return_features: bool = False,
+    ):
+        """x: (N, C, H, W), the level-(l-1) image; t: (N,) or a scalar; labels: (N,) or None.
+
+        With ``return_features``, ``(logits, [each block's output])``: the features that
+        UDPM's feature-matching term compares (``objectives.udpm.feature_matching``).
+        """
         self._check(x, class_labels)
         emb = self.embed(batch_times(t, x.shape[0], x.device))
         h = F.leaky_relu(self.stem(x), 0.2)
+        features_per_block = []
         for block in self.blocks:
             h = block(h, emb)
+            features_per_block.append(h)
         h = F.leaky_relu(self.final(minibatch_std(F.leaky_relu(h, 0.2))), 0.2)
         features = h.sum(dim=(2, 3))  # sum-pooling, as DDGAN
         logits = self.head(features).squeeze(1)
         if self.class_proj is not None:
             # Projection discriminator (Miyato & Koyama, 2018).
             logits = logits + (features * self.class_proj(class_labels)).sum(dim=1)
-        return logits
+        return (logits, features_per_block) if return_features else logits
 
     def _check(self, x: torch.Tensor, class_labels: torch.Tensor | None) -> None:
         multiple = 2**self.num_downs

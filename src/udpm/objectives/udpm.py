@@ -31,6 +31,17 @@ def level_targets(process: UpsamplingProcess, x0: torch.Tensor, l: int, noise: t
     return x_l, process.degrade(x0, l - 1) / scale, scale
 
 
+def feature_matching(features_fake: list, features_real: list) -> torch.Tensor:
+    """Paired feature matching (Wang et al. 2018, pix2pixHD, Eq. 4): the mean over D's
+    blocks of ``mean |D_i(ŷ) - D_i(y)|``, with ``D_i(y)`` held fixed.
+
+    A perceptual distance that needs no pretrained weights: the features are the
+    discriminator's own, trained on this data (never on the evaluation network's).
+    """
+    terms = [(f - r.detach()).abs().mean() for f, r in zip(features_fake, features_real)]
+    return torch.stack(terms).mean()
+
+
 class Perceptual:
     """LPIPS(VGG) when its package and weights are present; otherwise a clear one-time notice.
 

@@ -43,6 +43,9 @@ class Trainer:
 
     ``resume`` is True, False or ``"auto"`` (resume if ``out`` holds a checkpoint);
     ``explicit`` names the config fields the user set, for :func:`rundir.merge_intent`.
+    ``stop_at`` ends this invocation at that step (saved) without changing the run's
+    planned length: warm-up, cosine decay and annealed instance noise follow
+    ``config.steps``, so a run trained in chunks equals one trained at once.
     """
 
     def __init__(
@@ -55,7 +58,11 @@ class Trainer:
         world_size: int = 1,
         explicit: set[str] | None = None,
         compile: bool = False,
+        stop_at: int | None = None,
     ):
+        if stop_at is not None and stop_at < 1:
+            raise UDPMError(f"--stop-at must be a positive step, got {stop_at}")
+        self.stop_at = stop_at
         self.out, self.progress = Path(out), progress
         self.rank, self.world_size = rank, world_size
         self.is_main = rank == 0
@@ -199,7 +206,8 @@ class Trainer:
         window, t_window, n_window = {}, time.perf_counter(), 0
         t_run = time.perf_counter()
         try:
-            while self.step < cfg.steps:
+            last = cfg.steps if self.stop_at is None else min(cfg.steps, self.stop_at)
+            while self.step < last:
                 if stop.requested():  # a step boundary: save, then stop
                     self._preempted(stop)
                 t0 = time.perf_counter()
@@ -208,7 +216,7 @@ class Trainer:
                 n_window += 1
                 for k, v in logs.items():
                     window.setdefault(k, []).append(v)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                if self.step % cfg.log_every == 0 or self.step == last:
                     # The losses are global means already (Method.optimise).
                     elapsed = time.perf_counter() - t_window
                     record = _summarise(window, self.step, n_window * cfg.batch_size / elapsed)
@@ -297,13 +305,15 @@ def train(
     progress: bool = True,
     explicit: set[str] | None = None,
     compile: bool = False,
+    stop_at: int | None = None,
 ) -> Path:
     """Train ``config`` into the run directory ``out``; returns the last model file.
 
     ``resume``: True continues the run in ``out`` (keeping its config; ``config.steps``
     is the new target), ``"auto"`` resumes if ``out`` holds a checkpoint and starts a new
     run otherwise. ``explicit``: see :func:`udpm.train.rundir.merge_intent`. ``compile``
-    runs the generator's training forward through ``torch.compile``.
+    runs the generator's training forward through ``torch.compile``. ``stop_at``: stop
+    (saved) at this step of the planned ``config.steps`` (training in chunks).
 
     Under ``torchrun`` each process calls this alike; it joins the process group from the
     environment (NCCL on GPUs, gloo on CPUs) and leaves it at the end.
@@ -318,5 +328,6 @@ def train(
             world_size=context.world_size,
             explicit=explicit,
             compile=compile,
+            stop_at=stop_at,
         )
         return trainer.run()

@@ -37,8 +37,10 @@ class TrainReport:
     def started(self, cfg, trainer) -> None:
         n, (c, h, w) = len(trainer.data.images), trainer.data.images.shape[1:]
         begin = f"from step {trainer.step}" if trainer.step else "from scratch"
+        stop = trainer.stop_at
+        target = f"{cfg.steps}" if stop is None or stop >= cfg.steps else f"{stop} of {cfg.steps}"
         self.say(
-            f"training {cfg.method} {begin} to step {cfg.steps} on {trainer.device}: "
+            f"training {cfg.method} {begin} to step {target} on {trainer.device}: "
             f"{n} images {w}x{h}x{c}, batch {cfg.batch_size}, lr {cfg.optim.lr:g}; a line "
             f"every {cfg.log_every} steps in metrics.jsonl, a grid every {cfg.sample_every}, "
             f"a checkpoint every {cfg.checkpoint_every}"

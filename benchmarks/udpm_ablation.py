@@ -1,0 +1,239 @@
+"""UDPM recipe ablation on emoji32: short equal-step runs, each scored at n = 2,000.
+
+    python benchmarks/udpm_ablation.py train  --budget-steps 1500 --parallel 2
+    python benchmarks/udpm_ablation.py eval
+    python benchmarks/udpm_ablation.py report
+
+Every variant starts from the ``emoji32-cpu`` preset (the recipe of the 0.1.0 shipped
+model) and changes the settings named in ``VARIANTS``; all are planned as runs of
+``--plan-steps`` (13,000: the 0.1.0 model's length; the annealed instance noise reads it)
+and stopped at ``--budget-steps`` with ``--stop-at``, same seed and data. The winner is
+continued to the planned length with ``train --variants NAME --budget-steps 13000``: the
+same run, so the shipped model's first steps are the ablation's. Every 500th checkpoint is
+kept for the curve (``pretrained_quality.py curve --history RUN/checkpoints``).
+
+``eval`` scores each run's last EMA checkpoint like ``pretrained_quality.py``: FD, KID,
+precision and recall (k = 3) of 2,000 samples (seeds 0..1999) against all 3,781 emoji in
+the shipped emoji32 feature network (never used for training), plus the diversity ratios
+that training logs. ``report`` writes ``benchmarks/ABLATION.md`` and ``ablation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / "cache" / "ablation"
+
+# name -> (what changes, --set assignments over emoji32-cpu). Each builds on the one above
+# unless it says otherwise, so the table reads as a path from the old recipe to the new.
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "0.1.0": ("the emoji32-cpu preset as shipped in 0.1.0", []),
+    "anneal": (
+        "instance noise annealed 0.4 -> 0.001 over the run (not 0.99 every 200 steps)",
+        ["instance_noise_end=0.001"],
+    ),
+    "anneal+authors-d": (
+        "anneal + D's loss as the authors (½ on the GAN terms) + D in eval mode for G's step",
+        ["instance_noise_end=0.001", "d_loss=mean", "d_eval_in_g_step=true"],
+    ),
+    "anneal+authors-d+lazy": (
+        "anneal+authors-d + lazy R1 every 16 steps (weighted by 16)",
+        ["instance_noise_end=0.001", "d_loss=mean", "d_eval_in_g_step=true", "r1_every=16"],
+    ),
+    "anneal+authors-d+lazy+fm": (
+        "anneal+authors-d+lazy + feature matching in D's features at levels 1-2 (weight 1)",
+        [
+            "instance_noise_end=0.001",
+            "d_loss=mean",
+            "d_eval_in_g_step=true",
+            "r1_every=16",
+            "lambda_fm=[1.0,1.0,0.0]",
+        ],
+    ),
+    "anneal+authors-d+lazy+top": (
+        "anneal+authors-d+lazy + the top level drawn half the time (weights ¼, ¼, ½)",
+        [
+            "instance_noise_end=0.001",
+            "d_loss=mean",
+            "d_eval_in_g_step=true",
+            "r1_every=16",
+            "level_weights=[0.25,0.25,0.5]",
+        ],
+    ),
+}
+
+
+# Bookkeeping only (no effect on training): keep every checkpoint, one per 500 steps.
+BOOKKEEPING = ["keep=0", "checkpoint_every=500"]
+
+
+def train_command(name: str, plan: int, stop: int, threads: int) -> list[str]:
+    sets = [*VARIANTS[name][1], *BOOKKEEPING, f"threads={threads}"]
+    cmd = [sys.executable, "-m", "udpm.cli", "train", "--preset", "emoji32-cpu"]
+    cmd += ["--out", str(CACHE / name), "--steps", str(plan), "--stop-at", str(stop)]
+    cmd += ["--auto-resume", "--no-progress"]
+    for s in sets:
+        cmd += ["--set", s]
+    return cmd
+
+
+def train_one(name: str, args) -> int:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cmd = train_command(name, args.plan_steps, args.budget_steps, args.threads)
+    with open(CACHE / f"{name}.log", "a") as log:
+        print(f"[{name}] {' '.join(cmd[2:])}", flush=True)
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    print(f"[{name}] exit {rc}", flush=True)
+    return rc
+
+
+def train_stage(args) -> None:
+    names = args.variants or list(VARIANTS)
+    with ThreadPoolExecutor(args.parallel) as pool:
+        codes = list(pool.map(lambda n: train_one(n, args), names))
+    if any(codes):
+        sys.exit(f"some runs failed: {dict(zip(names, codes))}")
+
+
+def eval_one(name: str, real, n: int) -> dict:
+    import torch
+
+    import udpm
+    from udpm.eval import compute_metrics
+    from udpm.eval.diversity import diversity_ratios
+    from udpm.eval.reference import dataset_identity
+
+    pipe = udpm.load(CACHE / name)
+    fake = pipe.sample(n, seed=0, batch_size=500)
+    r = compute_metrics(fake, real, reference_key=dataset_identity("emoji32"), progress=False)
+    L = pipe.process.levels
+    gen = torch.Generator().manual_seed(0)
+    sub = real[torch.randperm(len(real), generator=gen)[:n]]
+    div = diversity_ratios(*(pipe.process.degrade(x, L - 1) for x in (fake, sub)))
+    metrics = [json.loads(x) for x in (CACHE / name / "metrics.jsonl").read_text().splitlines()]
+    return {
+        "variant": name,
+        "changes": VARIANTS[name][0],
+        "sets": VARIANTS[name][1],
+        "step": pipe.meta["step"],
+        "train_minutes": round(pipe.meta.get("train_seconds", 0) / 60, 1),
+        "images_per_s": _mean_rate(metrics),
+        "fd": r["fd"],
+        "kid": r.get("kid"),
+        "precision": r["precision"],
+        "recall": r["recall"],
+        **{f"div_{k}": v for k, v in div.items()},
+        "n": n,
+        "n_reference": r["n_real"],
+        "k": 3,
+        "sample_seeds": f"0..{n - 1}",
+        "feature_net_hash": r["feature_net_hash"],
+    }
+
+
+def _mean_rate(metrics: list[dict]) -> float | None:
+    rates = [m["img_per_s"] for m in metrics if m.get("img_per_s")]
+    return round(sum(rates) / len(rates), 1) if rates else None
+
+
+def eval_stage(args) -> None:
+    sys.path.insert(0, str(HERE))
+    from pretrained_quality import real_images
+
+    real = real_images()
+    for name in args.variants or list(VARIANTS):
+        out = CACHE / f"row-{name}.json"
+        if out.exists() and not args.force:
+            continue
+        row = eval_one(name, real, args.n)
+        out.write_text(json.dumps(row, indent=2))
+        print(f"{name}: FD {row['fd']:.2f} P {row['precision']:.3f} R {row['recall']:.3f}")
+
+
+def report_stage(args) -> None:
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from pretrained_quality import floor, real_images
+
+    rows = [
+        json.loads((CACHE / f"row-{n}.json").read_text())
+        for n in VARIANTS
+        if (CACHE / f"row-{n}.json").exists()
+    ]
+    fl = floor(real_images())
+    machine = f"{platform.machine()}, torch {torch.__version__}, {os.cpu_count()} cores"
+    (HERE / "ablation.json").write_text(
+        json.dumps(
+            {"machine": machine, "floor": fl, "rows": rows, "command": args.command}, indent=2
+        )
+    )
+    (HERE / "ABLATION.md").write_text("\n".join(markdown(rows, fl, machine, args)) + "\n")
+    print((HERE / "ABLATION.md").read_text())
+
+
+def markdown(rows, fl, machine, args) -> list[str]:
+    def kid(r):
+        k = r.get("kid")
+        return (
+            "–"
+            if k is None
+            else f"{k[0] * 1e3:.1f} ± {k[1] * 1e3:.1f}"
+            if isinstance(k, (list, tuple))
+            else f"{k * 1e3:.1f}"
+        )
+
+    out = [
+        "# UDPM recipe ablation (emoji32-cpu, equal steps)",
+        "",
+        f"Machine: {machine}. Commands: `{args.command}` (see the script's docstring).",
+        f"Every run: emoji32-cpu, seed 0, batch 32, {rows[0]['step'] if rows else '?'} steps. "
+        f"Scores: n = {rows[0]['n'] if rows else '?'} samples (seeds 0..n-1) against all "
+        "3,781 emoji in the shipped emoji32 feature network; precision/recall with k = 3. "
+        f"Floor (two random halves of the data): FD {fl['fd']:.2f}, "
+        f"precision {fl['precision']:.3f}, recall {fl['recall']:.3f}.",
+        "`top std` and `NN ratio` are the diversity ratios training logs (8-px level's "
+        "per-pixel std and median nearest-neighbour distance, samples over data; 1 = data).",
+        "img/s is the mean of the logged training rate (runs shared the 2 cores in pairs, "
+        "so compare it only between rows, not with other tables).",
+        "",
+        "| variant | what changes | FD ↓ | FD / floor | KID×1e3 ↓ | precision | recall "
+        "| top std | NN ratio | img/s | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['variant']} | {r['changes']} | {r['fd']:.2f} | {r['fd'] / fl['fd']:.1f} "
+            f"| {kid(r)} | {r['precision']:.3f} | {r['recall']:.3f} "
+            f"| {r.get('div_top_std_ratio', float('nan')):.2f} "
+            f"| {r.get('div_nn_ratio', float('nan')):.2f} | {r['images_per_s']} "
+            f"| {r['train_minutes']} |"
+        )
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("stage", choices=["train", "eval", "report"])
+    p.add_argument("--variants", nargs="*", choices=list(VARIANTS), help="default: all")
+    p.add_argument("--budget-steps", type=int, default=1500, help="stop each run here (train)")
+    p.add_argument("--plan-steps", type=int, default=13000, help="planned run length (train)")
+    p.add_argument("--parallel", type=int, default=2, help="runs at once (train)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (train)")
+    p.add_argument("--n", type=int, default=2000, help="samples per row (eval)")
+    p.add_argument("--force", action="store_true", help="re-evaluate cached rows (eval)")
+    args = p.parse_args()
+    args.command = "python benchmarks/udpm_ablation.py " + " ".join(sys.argv[1:])
+    {"train": train_stage, "eval": eval_stage, "report": report_stage}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
