@@ -72,7 +72,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 
 
 # Bookkeeping only (no effect on training): keep every checkpoint, one per 500 steps.
-BOOKKEEPING = ["keep=0", "checkpoint_every=500"]
+BOOKKEEPING = ["keep=100", "checkpoint_every=500"]
 
 
 def train_command(name: str, plan: int, stop: int, threads: int) -> list[str]:

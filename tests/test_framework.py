@@ -214,6 +214,36 @@ def test_diversity_ratios_see_collapse():
     assert collapsed["top_std_ratio"] < 0.1 and collapsed["nn_ratio"] < 0.1
 
 
+def test_the_progress_line_keeps_the_newest_diversity_ratios_in_view():
+    from udpm.train.report import TrainReport
+
+    cfg = flat_config(steps=10)
+    report = TrainReport(cfg, 0, progress=False, enabled=False)
+    report.grid(Path("g.png"), 0.1, {"top_std_ratio": 0.812, "nn_ratio": 0.5, "x": 1})
+    report.stepped({"loss_g": 1.0, "other": 2.0})
+    assert report.progress.postfix == {"loss_g": "1", "top_std": "0.81", "nn": "0.50"}
+
+
+def test_feature_matching_compares_each_block_and_holds_the_real_side_fixed():
+    from udpm.networks import Discriminator
+    from udpm.objectives.udpm import feature_matching
+
+    torch.manual_seed(0)
+    D = Discriminator(model_channels=8, channel_mult=(1, 2), resolution=16, num_levels=2)
+    y = torch.randn(4, 3, 16, 16)
+    y_hat = (y + 0.1 * torch.randn_like(y)).requires_grad_(True)
+    logits, feats = D(y_hat, 0.5, return_features=True)
+    torch.testing.assert_close(logits, D(y_hat, 0.5))  # the same logits either way
+    assert len(feats) == 2 and feats[1].shape[-1] == 8
+    real = [f.detach().requires_grad_(True) for f in D(y, 0.5, return_features=True)[1]]
+    loss = feature_matching(feats, real)
+    loss.backward()
+    assert loss > 0 and y_hat.grad.abs().sum() > 0
+    assert all(r.grad is None for r in real)  # D_i(y) is a fixed target
+    same = D(y, 0.5, return_features=True)[1]
+    assert feature_matching(same, same) == 0
+
+
 def test_lazy_r1_and_level_weights_are_validated():
     from udpm.methods.udpm import validate
 

@@ -26,8 +26,11 @@ SUBSTITUTIONS = [
     # Step counts in thousands become at most 3: training 2000 -> 2 and 8000 -> 3 (the
     # --resume line still continues the run), DDPM's 1000 ancestral steps -> 1.
     (r"--steps (\d+)000\b", lambda m: f"--steps {min(int(m.group(1)), 3)}"),
-    # A training command without --steps would run its preset's thousands: 2 steps.
-    (r"^(\s*udpm train (?:(?!--steps)[^#\n])*?)(\s*#.*)?$", r"\1 --steps 2\2"),
+    # Chunks alike: --stop-at 2000 -> 2, 8000 -> 3 (within a planned 3 or more).
+    (r"--stop-at (\d+)000\b", lambda m: f"--stop-at {min(int(m.group(1)), 3)}"),
+    # A training command without --steps would run its preset's thousands: 2 steps (a
+    # chunk of a run, --stop-at, keeps its planned target).
+    (r"^(\s*udpm train (?:(?!--steps|--stop-at)[^#\n])*?)(\s*#.*)?$", r"\1 --steps 2\2"),
     # Sampling: 2 steps of any sampler, 4 images unless a count is given.
     (r"^(\s*udpm sample .*?)--steps \d+\b", r"\1--steps 2"),
     (r"^(\s*udpm sample (?:(?!--n )[^#\n])*?)(\s*#.*)?$", r"\1 --n 4\2"),
@@ -83,6 +86,7 @@ def test_substitutions_shrink_only_the_big_numbers():
     code = (
         "udpm train --preset emoji32-cpu-ddpm --out runs/ddpm   # or --method ddpm\n"
         "udpm train --preset emoji32-cpu --out r --steps 8000 --resume\n"
+        "udpm train --out r --resume --stop-at 8000\n"
         "udpm sample --checkpoint r --out o --sampler ddim --steps 10\n"
         "udpm sample --out o --n 64 --grid\n"
         'evaluate(m, "emoji32", n=2000)\n'
@@ -91,6 +95,7 @@ def test_substitutions_shrink_only_the_big_numbers():
     assert substitute(code).splitlines() == [
         "udpm train --preset emoji32-cpu-ddpm --out runs/ddpm --steps 2   # or --method ddpm",
         "udpm train --preset emoji32-cpu --out r --steps 3 --resume",
+        "udpm train --out r --resume --stop-at 3",
         "udpm sample --checkpoint r --out o --sampler ddim --steps 2 --n 4",
         "udpm sample --out o --n 64 --grid",
         'evaluate(m, "emoji32", n=8)',

@@ -201,7 +201,7 @@ class Trainer:
     def _loop(self, stop: StopSignals) -> None:
         cfg = self.config
         self.logger = logger = Logger(self.out, enabled=self.is_main)
-        bar = TrainReport(cfg, self.step, self.progress, self.is_main)
+        bar = TrainReport(cfg, self.step, self.progress, self.is_main, stop_at=self.stop_at)
         bar.started(cfg, self)
         window, t_window, n_window = {}, time.perf_counter(), 0
         t_run = time.perf_counter()
@@ -233,7 +233,8 @@ class Trainer:
                     bar.grid_started(self.grid_path())
                     t_grid = time.perf_counter()
                     dist.together(self.sample_grid, main_only=True)
-                    bar.grid(self.grid_path(), time.perf_counter() - t_grid)
+                    stats = getattr(self, "grid_stats", None)
+                    bar.grid(self.grid_path(), time.perf_counter() - t_grid, stats)
                     if self.is_main and getattr(self, "grid_stats", None):
                         logger.log({"step": self.step, **self.grid_stats})
                 if self.step % cfg.checkpoint_every == 0:

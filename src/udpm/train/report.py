@@ -18,10 +18,13 @@ SHOWN = ("loss_g", "loss_d", "l1", "img_per_s", "lr")
 class TrainReport:
     """The progress of one run on rank 0 (``enabled`` False elsewhere: silent)."""
 
-    def __init__(self, cfg, step: int, progress: bool, enabled: bool, every: float = 30.0):
+    def __init__(
+        self, cfg, step: int, progress: bool, enabled: bool, every: float = 30.0, stop_at=None
+    ):
         self.enabled = enabled
         mode = ("bar" if progress else "lines") if enabled else "off"
-        self.progress = Progress(f"train {cfg.method}", "step", cfg.steps, mode, every, skip=3)
+        last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)  # this invocation's
+        self.progress = Progress(f"train {cfg.method}", "step", last, mode, every, skip=3)
         self.progress.done = step  # a resumed run starts where it stopped
         self.start = time.perf_counter()
 
@@ -48,7 +51,9 @@ class TrainReport:
 
     def stepped(self, record: dict | None) -> None:
         if record is not None:
-            self.progress.postfix = {k: f"{v:.3g}" for k, v in record.items() if k in SHOWN}
+            shown = {k: f"{v:.3g}" for k, v in record.items() if k in SHOWN}
+            # The newest grid's collapse ratios stay in view between grids (1 = the data's).
+            self.progress.postfix = {**shown, **getattr(self, "diversity", {})}
         self.progress.update()
 
     def grid_started(self, path) -> None:
@@ -58,8 +63,10 @@ class TrainReport:
         if self.progress.bar is not None:
             self.progress.bar.set_postfix_str("drawing the sample grid")
 
-    def grid(self, path, seconds: float) -> None:
+    def grid(self, path, seconds: float, stats: dict | None = None) -> None:
         self.slow_grids = seconds >= 5
+        names = {"top_std_ratio": "top_std", "nn_ratio": "nn"}
+        self.diversity = {names[k]: f"{v:.2f}" for k, v in (stats or {}).items() if k in names}
         if seconds >= 1:
             self.say(f"sample grid {path.name}: 64 images in {duration(seconds)}")
 
