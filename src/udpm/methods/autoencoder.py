@@ -106,13 +106,6 @@ class AutoencoderMethod(Method):
         with torch.no_grad():
             return torch.cat([x, network.decode(network.encode(x).mode())]).cpu()
 
-    def extra_state(self) -> dict:
-        return {"noise_gen": self.noise_gen.get_state()}
-
-    def load_extra_state(self, state: dict) -> None:
-        if state:
-            self.noise_gen.set_state(state["noise_gen"])
-
 
 # --- the spec ------------------------------------------------------------------------------
 

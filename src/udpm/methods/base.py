@@ -173,11 +173,18 @@ class Method:
         """Method-specific numbers logged with each sample grid (e.g. UDPM's diversity)."""
         return {}
 
+    #: The method's ``torch.Generator`` attributes, saved with each checkpoint so that a
+    #: resumed run draws the noise an uninterrupted one would.
+    random_streams: tuple[str, ...] = ("noise_gen",)
+
     def extra_state(self) -> dict:
-        return {}
+        streams = [k for k in self.random_streams if hasattr(self, k)]
+        return {k: getattr(self, k).get_state() for k in streams}
 
     def load_extra_state(self, state: dict) -> None:
-        pass
+        for k, value in (state or {}).items():
+            if k in self.random_streams:
+                getattr(self, k).set_state(value)
 
     @property
     def generator(self) -> torch.nn.Module:

@@ -177,13 +177,6 @@ class DDGANMethod(Method):
             logits = self.modules["D"](pair_input(fake, x_t), time, labels).float()
         return generator_adversarial(logits), {}
 
-    def extra_state(self) -> dict:
-        return {"noise_gen": self.noise_gen.get_state()}
-
-    def load_extra_state(self, state: dict) -> None:
-        if state:
-            self.noise_gen.set_state(state["noise_gen"])
-
 
 # --- the spec: how the rest of the package sees DDGAN ----------------------------------------
 

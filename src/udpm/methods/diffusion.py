@@ -56,13 +56,6 @@ class DiffusionMethod(Method):
 
         return {"loss_g": self.optimise("G", micro_loss, "the diffusion loss")["loss"]}
 
-    def extra_state(self) -> dict:
-        return {"noise_gen": self.noise_gen.get_state()}
-
-    def load_extra_state(self, state: dict) -> None:
-        if state:
-            self.noise_gen.set_state(state["noise_gen"])
-
 
 # --- the specs ---------------------------------------------------------------------------
 

@@ -64,13 +64,6 @@ class LDMMethod(Method):
             logs["latent_scale"] = float(G.latent_scale)
         return logs
 
-    def extra_state(self) -> dict:
-        return {"noise_gen": self.noise_gen.get_state()}
-
-    def load_extra_state(self, state: dict) -> None:
-        if state:
-            self.noise_gen.set_state(state["noise_gen"])
-
 
 def load_autoencoder_state(settings) -> dict:
     """The stage-1 weights, after checking the file is the one the config recorded."""

@@ -28,6 +28,8 @@ class UDPMMethod(Method):
     also seeded alike; each rank keeps its rows (``Method.rank_rows``).
     """
 
+    random_streams = ("level_gen", "noise_gen")
+
     def __init__(self, config, device, num_classes=0, autocast_dtype=None, warn=None):
         super().__init__(config, device, num_classes, autocast_dtype)
         from udpm.networks import Discriminator
@@ -192,14 +194,6 @@ class UDPMMethod(Method):
         real = from_uint8(data_uint8[torch.randperm(len(data_uint8), generator=gen)[:n]])
         top = [self.process.degrade(x.float().cpu(), L - 1) for x in (images, real)]
         return diversity_ratios(*top)
-
-    def extra_state(self) -> dict:
-        return {"level_gen": self.level_gen.get_state(), "noise_gen": self.noise_gen.get_state()}
-
-    def load_extra_state(self, state: dict) -> None:
-        if state:
-            self.level_gen.set_state(state["level_gen"])
-            self.noise_gen.set_state(state["noise_gen"])
 
 
 # --- the spec: how the rest of the package sees UDPM ---------------------------------------

@@ -62,13 +62,6 @@ class VDMMethod(Method):
             "gamma_1": gamma_1.item(),
         }
 
-    def extra_state(self) -> dict:
-        return {"noise_gen": self.noise_gen.get_state()}
-
-    def load_extra_state(self, state: dict) -> None:
-        if state:
-            self.noise_gen.set_state(state["noise_gen"])
-
 
 # --- the spec ----------------------------------------------------------------------------
 
