@@ -118,14 +118,19 @@ def test_legacy_flat_configs_are_converted_faithfully():
     assert migrate(config.to_dict()) == config.to_dict()  # current dicts pass unchanged
 
 
-def test_the_shipped_model_has_the_old_format_and_still_loads():
-    from udpm.checkpoint import read_meta
-    from udpm.pipeline import pretrained_path
+OLD_MODEL = Path(__file__).parent / "data" / "emoji32-udpm-0.1.0.safetensors"
 
-    assert "settings" not in read_meta(pretrained_path())["config"]  # written by 0.1.0
-    model = udpm.load()
+
+def test_the_0_1_0_shipped_model_still_loads():
+    """The model udpm 0.1.0 shipped (flat config), kept as a fixture: old files convert."""
+    from udpm.checkpoint import read_meta
+
+    assert "settings" not in read_meta(OLD_MODEL)["config"]  # written by 0.1.0
+    model = udpm.load(OLD_MODEL)
     assert isinstance(model.config.settings, UDPMSettings) and model.spec.has_levels
-    exact, scalar = model.sample(2, seed=1), udpm.load(scalar_posterior=True).sample(2, seed=1)
+    assert model.config.settings.d_loss == "sum" and model.config.optim.betas == (0.5, 0.9)
+    scalar = udpm.load(OLD_MODEL, scalar_posterior=True)
+    exact, scalar = model.sample(2, seed=1), scalar.sample(2, seed=1)
     assert not torch.equal(exact, scalar)  # the config field reaches the process
     with pytest.raises(UDPMError, match="no setting"):
         udpm.load(T=3)
