@@ -56,6 +56,12 @@ BUDGET_NOTES = {
     "replaces (Adam (0.5, 0.9), no clipping, same 750 steps) read FD 160.9 (DDIM-10), 253.6 "
     "(DDIM-50) and 38.5 (ancestral-50, recall 0.44); the `-unclipped` rows sample the new "
     "model without clipping, so clipping's and the optimiser's shares can be told apart.",
+    "ddgan": "DDGAN trained for 500 steps, planned as a 500-step run (its cosine decay to 1e-5 "
+    "ends there) and trained in two chunks with `--stop-at`: about the 8 idle minutes the "
+    "0.1.0 rows had, since a DDGAN step costs about 3x a UDPM step per image here (44-45 "
+    "img/s alone on the machine in its first 100 steps, against UDPM's 139 in "
+    "`benchmarks/train_speed.json`). Its minutes are wall time with two other trainings "
+    "sharing the 2 cores (5-17 img/s after step 100), so they overstate an idle machine's.",
     "vdm": "VDM trained for 750 steps: the DDPM row's budget (750 steps in its 8.5 idle "
     "minutes), because a VDM step measured as costly as a DDPM step (batch 32, side by side "
     "on this machine: 2.1 s and 2.1 s under the same load), and in steps because the "
