@@ -71,6 +71,13 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+# Fixed before the results were seen: which variant the shipped run continues.
+WINNER_RULE = (
+    "The shipped run continues the variant with the lowest FD at the ablation budget; "
+    "variants within 10% of that FD count as tied, and a tie goes to the higher recall, "
+    "then to the faster training step."
+)
+
 # Bookkeeping only (no effect on training): keep every checkpoint, one per 500 steps.
 BOOKKEEPING = ["keep=100", "checkpoint_every=500"]
 
@@ -204,6 +211,8 @@ def markdown(rows, fl, machine, args) -> list[str]:
         "per-pixel std and median nearest-neighbour distance, samples over data; 1 = data).",
         "img/s is the mean of the logged training rate (runs shared the 2 cores in pairs, "
         "so compare it only between rows, not with other tables).",
+        "",
+        WINNER_RULE,
         "",
         "| variant | what changes | FD ↓ | FD / floor | KID×1e3 ↓ | precision | recall "
         "| top std | NN ratio | img/s | minutes |",
