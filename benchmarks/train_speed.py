@@ -3,8 +3,8 @@
     python benchmarks/train_speed.py --variants 0.1.0 anneal+authors-d+lazy --steps 32
 
 The variants are those of ``udpm_ablation.py`` (``--set`` assignments over the preset),
-measured side by side in one run, interleaved level by level so that a change in the
-machine's load hits them alike. One training step = one D step and one G step at one
+measured side by side in one run, their steps alternated one by one so that a change in
+the machine's load hits them alike. One training step = one D step and one G step at one
 level (Algorithm 1); the whole-step figure averages the three levels, as uniform level
 sampling does. Per level the *mean* step time is used: lazy R1 makes one step in k dearer,
 and a median would hide it (use a multiple of ``r1_every`` for ``--steps``). Writes
@@ -35,16 +35,20 @@ def build(preset: str, sets: list[str]):
     return config, UDPMMethod(config, "cpu")
 
 
-def time_level(method, x0, level: int, warmup: int, steps: int) -> float:
-    """Mean seconds per step at ``level`` (steps counted from 0, so lazy R1 fires alike)."""
-    method.draw_level = lambda: level
-    times = []
+def time_level(methods: dict, x0, level: int, warmup: int, steps: int) -> dict:
+    """Mean seconds per step at ``level`` for each method, their steps alternated one by one
+    (so a change in the machine's load hits all alike); steps count from 0, so lazy R1
+    fires on the same steps for every variant."""
+    times = {v: [] for v in methods}
+    for method in methods.values():
+        method.draw_level = lambda: level
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        method.step(x0, None, i - warmup)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.mean(times)
+        for v, method in methods.items():
+            t0 = time.perf_counter()
+            method.step(x0, None, i - warmup)
+            if i >= warmup:
+                times[v].append(time.perf_counter() - t0)
+    return {v: statistics.mean(t) for v, t in times.items()}
 
 
 def main() -> None:
@@ -70,10 +74,11 @@ def main() -> None:
     x0 = torch.rand(config.batch_size, config.channels, config.resolution, config.resolution)
     x0 = x0 * 2 - 1
     per_level = {v: {} for v in args.variants}
+    methods = {v: method for v, (_, method) in built.items()}
     for level in range(1, config.settings.levels + 1):
-        for v, (_, method) in built.items():
-            seconds = time_level(method, x0, level, args.warmup, args.steps)
-            per_level[v][level] = config.batch_size / seconds
+        seconds = time_level(methods, x0, level, args.warmup, args.steps)
+        for v in methods:
+            per_level[v][level] = config.batch_size / seconds[v]
             print(f"{v:28s} level {level}: {per_level[v][level]:7.1f} images/s")
     result = {
         "preset": args.preset,

@@ -160,6 +160,12 @@ def eval_stage(args) -> None:
         out = CACHE / f"row-{name}.json"
         if out.exists() and not args.force:
             continue
+        from udpm.checkpoint import read_meta, resolve_model_file
+
+        step = read_meta(resolve_model_file(CACHE / name))["step"]
+        if step < args.budget_steps:  # still training (or stopped early): not comparable
+            print(f"{name}: at step {step}, not {args.budget_steps}; skipped")
+            continue
         row = eval_one(name, real, args.n)
         out.write_text(json.dumps(row, indent=2))
         print(f"{name}: FD {row['fd']:.2f} P {row['precision']:.3f} R {row['recall']:.3f}")
@@ -233,7 +239,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("stage", choices=["train", "eval", "report"])
     p.add_argument("--variants", nargs="*", choices=list(VARIANTS), help="default: all")
-    p.add_argument("--budget-steps", type=int, default=1500, help="stop each run here (train)")
+    p.add_argument(
+        "--budget-steps",
+        type=int,
+        default=1500,
+        help="stop each run here (train); eval skips runs short of it",
+    )
     p.add_argument("--plan-steps", type=int, default=13000, help="planned run length (train)")
     p.add_argument("--parallel", type=int, default=2, help="runs at once (train)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (train)")
