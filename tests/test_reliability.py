@@ -162,6 +162,9 @@ def test_resume_keeps_the_target_refuses_other_flags_and_names_the_method(
     assert main([*resume, "--resolution", "32"]) == 1
     assert "resolution=32 (run: 16)" in one_line_error(capsys)
     assert ckpt.read_meta(ckpt.model_path(run, 4))["resolution"] == 16
+    # CPU threads say how to run, not what: a resume on a bigger machine may change them.
+    assert main([*resume, "--steps", "5", "--set", "threads=1"]) == 0
+    assert ckpt.read_meta(ckpt.model_path(run, 5))["config"]["threads"] == 1
 
 
 def test_data_paths_are_absolute_and_a_moved_copy_is_checked(

@@ -30,8 +30,9 @@ from udpm.errors import UDPMError
 from udpm.train.validate import check_out, os_error_line
 
 LOCK = ".lock"
-# Fields a resume may change; everything else would make the run a different one.
-_MAY_CHANGE = ("steps", "data")
+# Fields a resume may change; everything else would make the run a different one. CPU
+# threads only say how to run it (a resume on a bigger machine may use more).
+_MAY_CHANGE = ("steps", "data", "threads")
 
 
 def note(message: str) -> None:
@@ -214,11 +215,12 @@ def merge_intent(saved: Config, given: Config, explicit: set[str] | None) -> tup
         listed = ", ".join(f"{k}={mine.get(k)!r} (run: {theirs.get(k)!r})" for k in differ)
         raise UDPMError(
             f"--resume: refusing settings that differ from the run's config: {listed}; "
-            "a resumed run keeps its config (only --steps, and a moved --data, may change)"
+            "a resumed run keeps its config (only --steps, threads and a moved --data may change)"
         )
     changes = {}
-    if _chosen("steps", explicit):
-        changes["steps"] = given.steps
+    for key in ("steps", "threads"):
+        if _chosen(key, explicit):
+            changes[key] = getattr(given, key)
     data = absolute_data(given.data)
     moved = _chosen("data", explicit) and data != saved.data
     if moved:
