@@ -32,41 +32,45 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "cache" / "ablation"
 
+# The 0.1.0 recipe, spelled out so that the variants do not move when the preset does.
+OLD = {
+    "instance_noise_end": "null",
+    "d_loss": "sum",
+    "d_eval_in_g_step": "false",
+    "r1_every": "1",
+    "lambda_fm": "[0.0,0.0,0.0]",
+    "level_weights": "null",
+}
+
+
+def _over_old(**changes) -> list[str]:
+    return [f"{k}={v}" for k, v in {**OLD, **changes}.items()]
+
+
+_AUTHORS_D = dict(instance_noise_end="0.001", d_loss="mean", d_eval_in_g_step="true")
 # name -> (what changes, --set assignments over emoji32-cpu). Each builds on the one above
 # unless it says otherwise, so the table reads as a path from the old recipe to the new.
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "0.1.0": ("the emoji32-cpu preset as shipped in 0.1.0", []),
+    "0.1.0": ("the emoji32-cpu preset as shipped in 0.1.0", _over_old()),
     "anneal": (
         "instance noise annealed 0.4 -> 0.001 over the run (not 0.99 every 200 steps)",
-        ["instance_noise_end=0.001"],
+        _over_old(instance_noise_end="0.001"),
     ),
     "anneal+authors-d": (
         "anneal + D's loss as the authors (½ on the GAN terms) + D in eval mode for G's step",
-        ["instance_noise_end=0.001", "d_loss=mean", "d_eval_in_g_step=true"],
+        _over_old(**_AUTHORS_D),
     ),
     "anneal+authors-d+lazy": (
         "anneal+authors-d + lazy R1 every 16 steps (weighted by 16)",
-        ["instance_noise_end=0.001", "d_loss=mean", "d_eval_in_g_step=true", "r1_every=16"],
+        _over_old(**_AUTHORS_D, r1_every="16"),
     ),
     "anneal+authors-d+lazy+fm": (
         "anneal+authors-d+lazy + feature matching in D's features at levels 1-2 (weight 1)",
-        [
-            "instance_noise_end=0.001",
-            "d_loss=mean",
-            "d_eval_in_g_step=true",
-            "r1_every=16",
-            "lambda_fm=[1.0,1.0,0.0]",
-        ],
+        _over_old(**_AUTHORS_D, r1_every="16", lambda_fm="[1.0,1.0,0.0]"),
     ),
     "anneal+authors-d+lazy+top": (
         "anneal+authors-d+lazy + the top level drawn half the time (weights ¼, ¼, ½)",
-        [
-            "instance_noise_end=0.001",
-            "d_loss=mean",
-            "d_eval_in_g_step=true",
-            "r1_every=16",
-            "level_weights=[0.25,0.25,0.5]",
-        ],
+        _over_old(**_AUTHORS_D, r1_every="16", level_weights="[0.25,0.25,0.5]"),
     ),
 }
 
@@ -134,7 +138,7 @@ def eval_one(name: str, real, n: int) -> dict:
         "train_minutes": round(pipe.meta.get("train_seconds", 0) / 60, 1),
         "images_per_s": _mean_rate(metrics),
         "fd": r["fd"],
-        "kid": r.get("kid"),
+        "kid": [r["kid_mean"], r["kid_std"]] if "kid_mean" in r else None,
         "precision": r["precision"],
         "recall": r["recall"],
         **{f"div_{k}": v for k, v in div.items()},
