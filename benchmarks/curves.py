@@ -1,0 +1,284 @@
+"""Learning curves of every system on emoji32: the comparison protocol at equal wall clock.
+
+    python benchmarks/curves.py train  --budget 45 --points 15,45   # each method alone, chunked
+    python benchmarks/curves.py eval   --points 15,45 --n 2000      # one JSON per row and point
+    python benchmarks/curves.py report --points 15,45               # CURVES.md + curves.png
+
+Protocol (written once here and at the top of ``CURVES.md``):
+
+- **Training**: every method of ``BASELINES`` from its own ``emoji32-cpu*`` preset (its
+  paper's optimiser, loss and schedule; one U-Net family and size), the same data, alone on
+  the machine for ``--budget`` minutes of recorded training time, in ``--chunk``-step pieces
+  (``--stop-at`` of a run planned at its preset's length, so schedules do not depend on the
+  chunking). Every chunk's checkpoint is kept. ``udpm-l1`` is UDPM with the L1 term alone
+  at every level (no discriminator): the "samples wash out without the adversarial term"
+  ablation. Latent diffusion's autoencoder trains first for its preset's steps; its minutes
+  are reported beside the LDM's, not counted in its budget.
+- **Points**: at each of ``--points`` minutes, the newest checkpoint whose training time
+  does not exceed it (steps, images seen and training FLOPs per image are recorded with it).
+- **Evaluation**: n samples (seeds ``--seed``..) per row; FD, KID (100 subsets) and
+  precision/recall (k = 3) in the shipped emoji32 feature network (never trained on)
+  against all 3,781 images; the floor is n data images against the same 3,781 (it shares
+  images with the reference, so it is a lower bound of what data can score, as a floor
+  should be). ``--repeats-seeds`` repeats the sampling with other seeds for a spread.
+- **Speed**: NFE, FLOPs per image, ms per image at batch 1 and 64, in the same run.
+
+On a GPU the same commands run at real budgets (``--budget 600 --points 60,300,600``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import trilemma  # noqa: E402  (the rows, the held-out split and the budget helpers)
+
+CURVES = trilemma.CACHE / "curves"
+BASELINES = {**trilemma.BASELINES, "udpm-l1": "emoji32-cpu"}
+EXTRA_ARGS = {
+    "udpm-l1": ["--set", "lambda_l1=[1.0,1.0,1.0]", "--set", "lambda_adv=[0.0,0.0,0.0]"],
+    "autoencoder": trilemma.TRAIN_ARGS["autoencoder"],
+    "ldm": ["--autoencoder", str(CURVES / "run-autoencoder")],
+}
+# (row, method, sampler kwargs, n or None for --n): the trilemma rows, the L1-only ablation,
+# DDIM-100, DDGAN with T = 2 needs its own run and is listed by trilemma when trained.
+ROWS = [
+    *[(name, m, kw, None) for name, m, kw in trilemma.ROWS if not m.endswith("-shipped")],
+    ("udpm-l1", "udpm-l1", {}, None),
+    ("ddim-100", "ddpm", {"sampler": "ddim", "steps": 100, "eta": 0.0}, None),
+    # DDPM's full chain costs 1000 calls per image: a smaller n, with its own floor.
+    ("ddpm-ancestral-1000", "ddpm", {"sampler": "ancestral"}, 200),
+]
+
+
+def run_dir(method: str) -> Path:
+    return CURVES / f"run-{method}"
+
+
+def train_stage(args) -> None:
+    for method, preset in BASELINES.items():
+        if args.methods and method not in args.methods:
+            continue
+        if method == "ldm" and not (run_dir("autoencoder") / "config.yaml").exists():
+            sys.exit("train the autoencoder first (it is listed before ldm)")
+        budget = None if method == "autoencoder" else args.budget * 60
+        train_method(method, preset, budget, args.chunk)
+
+
+def train_method(method: str, preset: str, budget_s: float | None, chunk: int) -> None:
+    """Chunks of ``chunk`` steps until ``budget_s`` of training time (None: the planned run)."""
+    from udpm.cli import main
+    from udpm.config import preset_config
+
+    run, planned = run_dir(method), preset_config(preset).steps
+    common = [
+        "train", "--preset", preset, *trilemma.data_args(method), "--out", str(run),
+        "--no-progress", "--set", "sample_every=1000000", "--set", "keep=100000",
+        "--set", f"checkpoint_every={chunk}", *EXTRA_ARGS.get(method, []),
+    ]  # fmt: skip
+    while trilemma.step_of(run) < planned and (
+        budget_s is None or trilemma.train_seconds(run) < budget_s
+    ):
+        stop = min(trilemma.step_of(run) + chunk, planned)
+        minutes = trilemma.train_seconds(run) / 60
+        print(f"{method}: {minutes:.1f} min, training to step {stop} of {planned}", flush=True)
+        more = ["--resume"] if (run / "config.yaml").exists() else ["--steps", str(planned)]
+        if main([*common, *more, "--stop-at", str(stop)]):
+            sys.exit(f"{method}: training failed")
+
+
+def checkpoint_at(run: Path, minutes: float) -> Path | None:
+    """The newest model file of ``run`` trained for at most ``minutes`` (None: none is)."""
+    from udpm.checkpoint import read_meta
+
+    files = sorted((run / "checkpoints").glob("model-*.safetensors"))
+    within = [p for p in files if read_meta(p).get("train_seconds", 0) <= minutes * 60 + 1e-6]
+    return within[-1] if within else None
+
+
+def eval_stage(args) -> None:
+    import udpm
+
+    for name, method, kwargs, n_row in ROWS:
+        if args.rows and name not in args.rows:
+            continue
+        for minutes in args.points:
+            out = CURVES / f"row-{name}@{minutes:g}.json"
+            if out.exists() and not args.force:
+                continue
+            path = checkpoint_at(run_dir(method), minutes)
+            if path is None:
+                print(f"{name} @ {minutes:g} min: no checkpoint yet; skipped")
+                continue
+            sampler = dict(kwargs)
+            scalar = sampler.pop("scalar_posterior", False)
+            pipe = udpm.load(path, **({"scalar_posterior": True} if scalar else {}))
+            row = measure(pipe, sampler, n_row or args.n, args)
+            row.update(row=name, method=method, point_minutes=minutes, checkpoint=str(path))
+            out.write_text(json.dumps(row, indent=2))
+            print(f"{name} @ {minutes:g} min: FD {row['fd']:.2f} R {row['recall']:.3f}")
+
+
+def measure(pipe, sampler: dict, n: int, args) -> dict:
+    from udpm.eval.speed import benchmark
+
+    cost = benchmark(pipe, repeats=args.timing_repeats, batches=(1, 64), **sampler)
+    scores = [score(pipe, sampler, n, args.seed + k * n) for k in range(args.repeats_seeds)]
+    meta = pipe.meta
+    row = {
+        **{k: cost[k] for k in ("nfe", "flops_per_image", "ms_per_image_batch1")},
+        "ms_per_image_batch64": cost["ms_per_image_batch64"],
+        **{k: statistics.mean(s[k] for s in scores) for k in scores[0] if k != "seed"},
+        "spread": {k: [s[k] for s in scores] for k in ("fd", "recall")},
+        "seeds": [s["seed"] for s in scores],
+        "n": n,
+        "k": 3,
+        "train_minutes": round(meta.get("train_seconds", 0) / 60, 2),
+        "train_steps": meta.get("step"),
+        "images_seen": meta.get("images_seen"),
+        "sampler_options": pipe.sampler_options(**sampler),
+        "git_commit": trilemma.git_commit(),
+        "machine": machine(),
+    }
+    return row
+
+
+def score(pipe, sampler: dict, n: int, seed: int) -> dict:
+    from udpm.eval import compute_metrics
+    from udpm.eval.reference import dataset_identity
+
+    t0 = time.perf_counter()
+    fake = pipe.sample(n, seed=seed, batch_size=256, **sampler)
+    r = compute_metrics(fake, real_images(), reference_key=dataset_identity("emoji32"),
+                        progress=False)  # fmt: skip
+    keys = ("fd", "kid_mean", "kid_std", "precision", "recall")
+    return {**{k: r[k] for k in keys}, "seed": seed, "sampling_s": time.perf_counter() - t0}
+
+
+_REAL = []
+
+
+def real_images() -> torch.Tensor:
+    if not _REAL:
+        from udpm.data import load_source
+        from udpm.images import from_uint8
+
+        _REAL.append(from_uint8(load_source("emoji32").images))
+    return _REAL[0]
+
+
+def floor(n: int) -> dict:
+    """n data images (a seeded permutation) against the same reference as every row."""
+    from udpm.eval import compute_metrics
+    from udpm.eval.reference import dataset_identity
+
+    real = real_images()
+    perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:n]
+    r = compute_metrics(real[perm], real, reference_key=dataset_identity("emoji32"),
+                        progress=False)  # fmt: skip
+    return {k: r[k] for k in ("fd", "kid_mean", "precision", "recall")} | {"n": n}
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def report_stage(args) -> None:
+    rows = [json.loads(p.read_text()) for p in sorted(CURVES.glob("row-*.json"))]
+    if not rows:
+        sys.exit(f"no rows in {CURVES}: run the eval stage first")
+    floors = {n: floor(n) for n in sorted({r["n"] for r in rows})}
+    order = [r[0] for r in ROWS]
+    rows.sort(key=lambda r: (order.index(r["row"]), r["point_minutes"]))
+    lines = markdown(rows, floors, args)
+    (HERE / "CURVES.md").write_text("\n".join(lines) + "\n")
+    (HERE / "curves.json").write_text(json.dumps({"rows": rows, "floors": floors}, indent=2))
+    plot(rows, floors, HERE / "curves.png")
+    print("\n".join(lines))
+
+
+def markdown(rows, floors, args) -> list[str]:
+    lines = [
+        "# Learning curves on emoji32 (every system, equal wall clock)",
+        "",
+        f"`python benchmarks/curves.py train|eval|report` on {machine()}; protocol: the "
+        "docstring of `benchmarks/curves.py`. Every row is listed, none dropped.",
+        "",
+        "| row | at (min) | steps | images seen | NFE | GFLOPs/img | ms/img b1 | ms/img b64 "
+        "| FD ↓ | KID×1e3 ↓ | precision | recall | n | seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['row']} | {r['point_minutes']:g} | {r['train_steps']} | {r['images_seen']} "
+            f"| {r['nfe']} | {r['flops_per_image'] / 1e9:.2f} | {r['ms_per_image_batch1']:.1f} "
+            f"| {r['ms_per_image_batch64']:.1f} | {r['fd']:.2f} | {r['kid_mean'] * 1e3:.1f} "
+            f"| {r['precision']:.3f} | {r['recall']:.3f} | {r['n']} | {len(r['seeds'])} |"
+        )
+    lines.append("")
+    for n, f in floors.items():
+        lines.append(
+            f"Floor at n = {n} (data against the same reference): FD {f['fd']:.2f}, "
+            f"precision {f['precision']:.3f}, recall {f['recall']:.3f}."
+        )
+    return lines
+
+
+def plot(rows, floors, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in dict.fromkeys(r["row"] for r in rows):
+        mine = [r for r in rows if r["row"] == name]
+        a.plot([r["train_minutes"] for r in mine], [r["fd"] for r in mine], "o-", label=name)
+        last = mine[-1]
+        b.scatter(last["flops_per_image"], last["fd"])
+        b.annotate(f"{name} (R={last['recall']:.2f})", (last["flops_per_image"], last["fd"]),
+                   fontsize=7, xytext=(4, 3), textcoords="offset points")  # fmt: skip
+    for ax in (a, b):
+        ax.set_yscale("log")
+        ax.set_ylabel("FD, emoji32 features (log)")
+        floor_fd = min(f["fd"] for f in floors.values())
+        ax.axhline(floor_fd, ls=":", color="grey")
+    a.set_xlabel("training minutes")
+    a.legend(fontsize=6, ncol=2)
+    b.set_xscale("log")
+    b.set_xlabel("FLOPs per image at the last point (log)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("stage", choices=["train", "eval", "report"])
+    p.add_argument("--budget", type=float, default=45.0, help="training minutes per method")
+    p.add_argument("--points", default="15,45", help="minutes at which to evaluate, e.g. 15,45")
+    p.add_argument("--chunk", type=int, default=100, help="steps per chunk (checkpoint spacing)")
+    p.add_argument("--methods", nargs="*", choices=list(BASELINES), help="train: only these")
+    p.add_argument("--rows", nargs="*", choices=[r[0] for r in ROWS], help="eval: only these")
+    p.add_argument("--n", type=int, default=2000, help="samples per row")
+    p.add_argument("--seed", type=int, default=0, help="first sampling seed")
+    p.add_argument("--repeats-seeds", type=int, default=1, help="sample seed sets per row")
+    p.add_argument("--timing-repeats", type=int, default=3, help="timing repeats per batch")
+    p.add_argument("--force", action="store_true", help="re-evaluate cached rows")
+    args = p.parse_args()
+    args.points = [float(x) for x in args.points.split(",")]
+    CURVES.mkdir(parents=True, exist_ok=True)
+    {"train": train_stage, "eval": eval_stage, "report": report_stage}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
