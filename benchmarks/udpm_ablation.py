@@ -236,6 +236,38 @@ def markdown(rows, fl, machine, args) -> list[str]:
             f"| {r.get('div_nn_ratio', float('nan')):.2f} | {r['images_per_s']} "
             f"| {r['train_minutes']} |"
         )
+    reading = HERE / "ablation_reading.md"  # hand-written, kept beside the generated tables
+    return out + speed_markdown() + (["", reading.read_text().rstrip()] if reading.exists() else [])
+
+
+def speed_markdown() -> list[str]:
+    """The step cost per level of the variants, from ``train_speed.py`` (one run, alternated)."""
+    path = HERE / "train_speed.json"
+    if not path.exists():
+        return []
+    speed = json.loads(path.read_text())
+    variants = speed.get("variants", {})
+    if not variants:
+        return []
+    first = next(iter(variants))
+    out = [
+        "",
+        "## Step cost",
+        "",
+        f"`{speed['command']}` on {speed['machine']}, batch {speed['batch_size']}, the machine "
+        "otherwise idle; the variants' steps alternated one by one in one run, mean step time "
+        "per level (so lazy R1's dearer steps count). Images per second, higher is faster:",
+        "",
+        f"| variant | level 1 | level 2 | level 3 | whole step (uniform levels) | × {first} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, v in variants.items():
+        lv = v["levels"]
+        ratio = v.get("speedup_over_first", 1.0)
+        out.append(
+            f"| {name} | {lv['1']:.0f} | {lv['2']:.0f} | {lv['3']:.0f} "
+            f"| {v['whole_step_images_per_s']:.0f} | {ratio:.2f} |"
+        )
     return out
 
 
