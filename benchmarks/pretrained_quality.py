@@ -94,7 +94,8 @@ def curve(args) -> None:
         "floor": floor(real),
         "commit": commit(),
         "machine": machine(),
-        "command": "python benchmarks/pretrained_quality.py curve",
+        "command": f"python benchmarks/pretrained_quality.py curve --history {args.history} "
+        f"--n {args.n} --points {args.points}",
     }
     if args.recipe:
         result["recipe"] = args.recipe
