@@ -3,8 +3,8 @@
     python benchmarks/pretrained_quality.py curve  --history RUN/checkpoints
     python benchmarks/pretrained_quality.py export --checkpoint MODEL_FILE
 
-The shipped run is the ablation's winner continued (``udpm_ablation.py``); the 0.1.0
-model's curve (``pretrained_quality_0.1.0.json``) is kept beside the new one.
+Each run's curve is kept in ``pretrained_curves/NAME.json`` (``--name``): the shipped one
+(``SHIPPED``) and every retrain candidate, shipped or not, so none is dropped.
 
 ``curve`` measures FD (shipped emoji32 feature network), precision and recall of 2,000
 samples against all 3,781 emoji for every saved checkpoint, next to the floor: the FD
@@ -24,14 +24,29 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-OLD_CURVE = HERE / "pretrained_quality_0.1.0.json"
+CURVES = HERE / "pretrained_curves"  # one JSON per trained run, by name
+SHIPPED = "0.1.0"  # the run whose last checkpoint is the packaged model
 # Written before the run trained, and not changed after: which checkpoint ships.
 SHIPPING_RULE = (
-    "Shipping rule, fixed before the run trained: ship the run's last checkpoint (step "
-    "13,000, the 0.1.0 model's length, planned from the start), provided its FD at n = 2,000 "
-    "(seeds 0..1999) is below the 0.1.0 model's 15.42; otherwise keep the 0.1.0 model. No "
-    "intermediate checkpoint is picked by its score."
+    "Shipping rule, fixed before any candidate trained: ship a candidate run's last "
+    "checkpoint (step 13,000, the 0.1.0 model's length, planned from the start), provided "
+    "its FD at n = 2,000 (seeds 0..1999) is below the 0.1.0 model's 15.42; otherwise keep "
+    "the 0.1.0 model. No intermediate checkpoint is picked by its score."
 )
+OLD_FD = 15.42
+
+
+def verdict(r: dict) -> str:
+    last = r["rows"][-1]
+    if last["step"] < 13000:
+        return f"Still training (last evaluated step {last['step']}): no verdict yet."
+    ok = last["fd"] < OLD_FD
+    return (
+        f"Verdict by the rule: last checkpoint FD {last['fd']:.2f} "
+        f"{'<' if ok else '≥'} {OLD_FD}: {'shipped' if ok else 'not shipped'}."
+    )
+
+
 ASSET = HERE.parent / "src" / "udpm" / "assets" / "pretrained" / "emoji32-udpm.safetensors"
 
 
@@ -97,43 +112,43 @@ def curve(args) -> None:
         "command": f"python benchmarks/pretrained_quality.py curve --history {args.history} "
         f"--n {args.n} --points {args.points}",
     }
-    if args.recipe:
-        result["recipe"] = args.recipe
-    (HERE / "pretrained_quality.json").write_text(json.dumps(result, indent=2))
-    old = json.loads(OLD_CURVE.read_text()) if OLD_CURVE.exists() else None
-    write_markdown(result, old)
-    plot(result, old)
+    result.update(name=args.name, recipe=args.recipe or "")
+    CURVES.mkdir(exist_ok=True)
+    (CURVES / f"{args.name}.json").write_text(json.dumps(result, indent=2))
+    report()
 
 
-def write_markdown(result: dict, old: dict | None) -> None:
-    fl = result["floor"]
-    n = result["rows"][0]["n"] if result["rows"] else "?"
+def report() -> None:
+    curves = {p.stem: json.loads(p.read_text()) for p in sorted(CURVES.glob("*.json"))}
+    shipped = curves.pop(SHIPPED)
+    write_markdown(shipped, curves)
+    plot(shipped, curves)
+
+
+def write_markdown(shipped: dict, others: dict) -> None:
+    fl = shipped["floor"]
+    n = shipped["rows"][0]["n"]
     lines = [
         "# The shipped emoji32 UDPM model: quality against training time",
         "",
-        f"`{result['command']}` at commit `{result['commit']}` on {result['machine']}.",
-        f"FD, precision and recall (k = 3) of {n} samples (seeds 0..{n - 1 if n != '?' else ''})"
-        " against all 3,781 emoji32 images, in the shipped emoji32 feature network (never a "
-        "training signal). Training ran on the same 2-core CPU, sometimes next to other jobs, "
-        "so minutes are an upper bound on what an idle machine needs.",
+        f"FD, precision and recall (k = 3) of {n} samples (seeds 0..{n - 1}) against all "
+        "3,781 emoji32 images, in the shipped emoji32 feature network (never a training "
+        "signal). Training ran on the same 2-core CPU, sometimes next to other jobs, so "
+        "minutes are an upper bound on what an idle machine needs. Every run trained is "
+        "listed; `python benchmarks/pretrained_quality.py report` rebuilds this page.",
         "",
         SHIPPING_RULE,
         "",
     ]
-    if result.get("recipe"):
-        lines += [f"Recipe: {result['recipe']}", ""]
-    lines += ["## This model", "", *curve_table(result["rows"], fl["fd"])]
-    if old:
-        lines += [
-            "",
-            "## The 0.1.0 model, for comparison",
-            "",
-            f"`{old['command']}` at commit `{old['commit']}`; same protocol and floor.",
-            "",
-            *curve_table(old["rows"], fl["fd"]),
-        ]
+    for title, r in [(f"Shipped: {SHIPPED}", shipped)] + [
+        (f"Retrain candidate: {name}", r) for name, r in others.items()
+    ]:
+        lines += [f"## {title}", "", f"`{r['command']}` at commit `{r['commit']}`."]
+        lines += ["", f"Recipe: {r['recipe']}", ""] if r.get("recipe") else [""]
+        lines += [*curve_table(r["rows"], fl["fd"]), ""]
+        if r is not shipped:
+            lines += [verdict(r), ""]
     lines += [
-        "",
         f"Floor: FD between two random halves of emoji32 ({fl['n']} vs "
         f"{fl['n_reference']} images) is **{fl['fd']:.2f}** (precision "
         f"{fl['precision']:.3f}, recall {fl['recall']:.3f}).",
@@ -156,27 +171,27 @@ def curve_table(rows: list[dict], floor_fd: float) -> list[str]:
     return lines
 
 
-def plot(result: dict, old: dict | None) -> None:
+def plot(shipped: dict, others: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for curve_result, label, style in ((result, "this model", "o-"), (old, "0.1.0", "s--")):
-        if not curve_result:
-            continue
-        rows = curve_result["rows"]
-        minutes = [r["train_minutes"] for r in rows]
-        axes[0].plot(minutes, [r["fd"] for r in rows], style, label=label)
-        axes[1].plot(minutes, [r["recall"] for r in rows], style, label=label)
-    axes[0].axhline(result["floor"]["fd"], ls=":", color="grey", label="floor (half vs half)")
+    curves = [(f"{SHIPPED} (shipped)", shipped, "s-")] + [
+        (name, r, "o--") for name, r in others.items()
+    ]
+    for label, r, style in curves:
+        minutes = [x["train_minutes"] for x in r["rows"]]
+        axes[0].plot(minutes, [x["fd"] for x in r["rows"]], style, label=label)
+        axes[1].plot(minutes, [x["recall"] for x in r["rows"]], style, label=label)
+    axes[0].axhline(shipped["floor"]["fd"], ls=":", color="grey", label="floor (half vs half)")
     axes[0].set_yscale("log")
     axes[0].set_ylabel("FD, emoji32 features (log)")
     axes[1].set_ylabel("recall (k = 3)")
     for ax in axes:
         ax.set_xlabel("training minutes (2-core CPU)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(HERE / "pretrained_quality.png", dpi=120)
     plt.close(fig)
@@ -207,14 +222,15 @@ def machine() -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("stage", choices=["curve", "export"])
+    p.add_argument("stage", choices=["curve", "report", "export"])
     p.add_argument("--history", default="runs/emoji32_history", help="folder of model files")
     p.add_argument("--checkpoint", help="export: the model file to ship")
     p.add_argument("--n", type=int, default=2000, help="samples per checkpoint")
     p.add_argument("--points", type=int, default=8, help="checkpoints on the curve")
     p.add_argument("--recipe", help="curve: one line naming the run's recipe, for the report")
+    p.add_argument("--name", default=SHIPPED, help="curve: the run's name in pretrained_curves/")
     args = p.parse_args()
-    {"curve": curve, "export": export}[args.stage](args)
+    {"curve": curve, "report": lambda _: report(), "export": export}[args.stage](args)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ CACHE = HERE / "cache" / "ablation"
 OLD = {
     "instance_noise_end": "null",
     "d_loss": "sum",
+    "instance_noise_every": "200",
     "d_eval_in_g_step": "false",
     "r1_every": "1",
     "lambda_fm": "[0.0,0.0,0.0]",
@@ -67,6 +68,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "anneal+authors-d+lazy+fm": (
         "anneal+authors-d+lazy + feature matching in D's features at levels 1-2 (weight 1)",
         _over_old(**_AUTHORS_D, r1_every="16", lambda_fm="[1.0,1.0,0.0]"),
+    ),
+    # Added after the shipped run of anneal+authors-d ended worse than 0.1.0 at 13k steps:
+    # the old recipe with the two cheap-step / perceptual changes, trained to 13k at once.
+    "0.1.0+lazy+fm": (
+        "the 0.1.0 recipe + lazy R1 every 16 steps + feature matching at levels 1-2 (weight 1)",
+        _over_old(r1_every="16", lambda_fm="[1.0,1.0,0.0]"),
     ),
     "anneal+authors-d+lazy+top": (
         "anneal+authors-d+lazy + the top level drawn half the time (weights ¼, ¼, ½)",
@@ -114,7 +121,7 @@ def train_stage(args) -> None:
         sys.exit(f"some runs failed: {dict(zip(names, codes))}")
 
 
-def eval_one(name: str, real, n: int) -> dict:
+def eval_one(name: str, real, n: int, budget: int) -> dict:
     import torch
 
     import udpm
@@ -122,7 +129,7 @@ def eval_one(name: str, real, n: int) -> dict:
     from udpm.eval.diversity import diversity_ratios
     from udpm.eval.reference import dataset_identity
 
-    pipe = udpm.load(CACHE / name)
+    pipe = udpm.load(CACHE / name / "checkpoints" / f"model-{budget:07d}.safetensors")
     fake = pipe.sample(n, seed=0, batch_size=500)
     r = compute_metrics(fake, real, reference_key=dataset_identity("emoji32"), progress=False)
     L = pipe.process.levels
@@ -170,7 +177,7 @@ def eval_stage(args) -> None:
         if step < args.budget_steps:  # still training (or stopped early): not comparable
             print(f"{name}: at step {step}, not {args.budget_steps}; skipped")
             continue
-        row = eval_one(name, real, args.n)
+        row = eval_one(name, real, args.n, args.budget_steps)
         out.write_text(json.dumps(row, indent=2))
         print(f"{name}: FD {row['fd']:.2f} P {row['precision']:.3f} R {row['recall']:.3f}")
 
