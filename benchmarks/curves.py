@@ -29,6 +29,7 @@ On a GPU the same commands run at real budgets (``--budget 600 --points 60,300,6
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -76,24 +77,12 @@ def train_stage(args) -> None:
 
 def train_method(method: str, preset: str, budget_s: float | None, chunk: int) -> None:
     """Chunks of ``chunk`` steps until ``budget_s`` of training time (None: the planned run)."""
-    from udpm.cli import main
     from udpm.config import preset_config
 
-    run, planned = run_dir(method), preset_config(preset).steps
-    common = [
-        "train", "--preset", preset, *trilemma.data_args(method), "--out", str(run),
-        "--no-progress", "--set", "sample_every=1000000", "--set", "keep=100000",
-        "--set", f"checkpoint_every={chunk}", *EXTRA_ARGS.get(method, []),
-    ]  # fmt: skip
-    while trilemma.step_of(run) < planned and (
-        budget_s is None or trilemma.train_seconds(run) < budget_s
-    ):
-        stop = min(trilemma.step_of(run) + chunk, planned)
-        minutes = trilemma.train_seconds(run) / 60
-        print(f"{method}: {minutes:.1f} min, training to step {stop} of {planned}", flush=True)
-        more = ["--resume"] if (run / "config.yaml").exists() else ["--steps", str(planned)]
-        if main([*common, *more, "--stop-at", str(stop)]):
-            sys.exit(f"{method}: training failed")
+    extra = ["--set", "sample_every=1000000", "--set", "keep=100000",
+             "--set", f"checkpoint_every={chunk}", *EXTRA_ARGS.get(method, [])]  # fmt: skip
+    planned = preset_config(preset).steps
+    trilemma.train_in_chunks(method, preset, run_dir(method), planned, chunk, budget_s, extra)
 
 
 def checkpoint_at(run: Path, minutes: float) -> Path | None:
@@ -164,16 +153,11 @@ def score(pipe, sampler: dict, n: int, seed: int) -> dict:
     return {**{k: r[k] for k in keys}, "seed": seed, "sampling_s": time.perf_counter() - t0}
 
 
-_REAL = []
-
-
+@functools.cache
 def real_images() -> torch.Tensor:
-    if not _REAL:
-        from udpm.data import load_source
-        from udpm.images import from_uint8
+    from pretrained_quality import real_images as load
 
-        _REAL.append(from_uint8(load_source("emoji32").images))
-    return _REAL[0]
+    return load()
 
 
 def floor(n: int) -> dict:

@@ -144,24 +144,25 @@ def step_of(run: Path) -> int:
 
 
 def train_baseline(method: str, preset: str, args) -> None:
-    from udpm.cli import main
     from udpm.config import preset_config
 
-    run = CACHE / f"run-{method}"
     planned = args.budget_steps or preset_config(preset).steps
-    common = [
-        "train", "--preset", preset, *data_args(method), "--out", str(run), "--no-progress",
-        "--set", "sample_every=1000000",  # a resume refuses settings that differ
-        *TRAIN_ARGS.get(method, []),
-    ]  # fmt: skip
+    # A step budget is fair on a shared machine; minutes only alone.
+    budget_s = None if args.budget_steps else args.budget_min * 60
+    train_in_chunks(method, preset, CACHE / f"run-{method}", planned, args.chunk, budget_s,
+                    ["--set", "sample_every=1000000", *TRAIN_ARGS.get(method, [])])  # fmt: skip
 
-    def spent() -> bool:  # a step budget is fair on a shared machine; minutes only alone
-        if step_of(run) >= planned:
-            return True
-        return not args.budget_steps and train_seconds(run) >= args.budget_min * 60
 
-    while not spent():
-        stop = min(step_of(run) + args.chunk, planned)
+def train_in_chunks(method, preset, run: Path, planned, chunk, budget_s, extra) -> None:
+    """``--stop-at`` chunks of a run planned at ``planned`` steps, until it reaches them or
+    ``budget_s`` seconds of recorded training time (None: no time budget). ``extra``: flags
+    of every call (a resume refuses settings that differ from the run's)."""
+    from udpm.cli import main
+
+    common = ["train", "--preset", preset, *data_args(method), "--out", str(run),
+              "--no-progress", *extra]  # fmt: skip
+    while step_of(run) < planned and (budget_s is None or train_seconds(run) < budget_s):
+        stop = min(step_of(run) + chunk, planned)
         print(f"{method}: {train_seconds(run) / 60:.1f} min so far, training to {stop}/{planned}")
         more = ["--resume"] if (run / "config.yaml").exists() else ["--steps", str(planned)]
         code = main([*common, *more, "--stop-at", str(stop)])

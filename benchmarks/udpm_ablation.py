@@ -166,13 +166,13 @@ def eval_stage(args) -> None:
     sys.path.insert(0, str(HERE))
     from pretrained_quality import real_images
 
+    from udpm.checkpoint import read_meta, resolve_model_file
+
     real = real_images()
     for name in args.variants or list(VARIANTS):
         out = CACHE / f"row-{name}.json"
         if out.exists() and not args.force:
             continue
-        from udpm.checkpoint import read_meta, resolve_model_file
-
         step = read_meta(resolve_model_file(CACHE / name))["step"]
         if step < args.budget_steps:  # still training (or stopped early): not comparable
             print(f"{name}: at step {step}, not {args.budget_steps}; skipped")

@@ -198,15 +198,21 @@ class Trainer:
                 self.run_dir.lock.release()
         return ckpt.model_path(self.out, self.step)
 
+    @property
+    def last_step(self) -> int:
+        """Where this invocation stops: the planned ``config.steps``, or ``stop_at`` before."""
+        steps = self.config.steps
+        return steps if self.stop_at is None else min(steps, self.stop_at)
+
     def _loop(self, stop: StopSignals) -> None:
         cfg = self.config
         self.logger = logger = Logger(self.out, enabled=self.is_main)
-        bar = TrainReport(cfg, self.step, self.progress, self.is_main, stop_at=self.stop_at)
+        last = self.last_step
+        bar = TrainReport(cfg, self.step, self.progress, self.is_main, last=last)
         bar.started(cfg, self)
         window, t_window, n_window = {}, time.perf_counter(), 0
         t_run = time.perf_counter()
         try:
-            last = cfg.steps if self.stop_at is None else min(cfg.steps, self.stop_at)
             while self.step < last:
                 if stop.requested():  # a step boundary: save, then stop
                     self._preempted(stop)
@@ -235,8 +241,8 @@ class Trainer:
                     dist.together(self.sample_grid, main_only=True)
                     stats = getattr(self, "grid_stats", None)
                     bar.grid(self.grid_path(), time.perf_counter() - t_grid, stats)
-                    if self.is_main and getattr(self, "grid_stats", None):
-                        logger.log({"step": self.step, **self.grid_stats})
+                    if self.is_main and stats:
+                        logger.log({"step": self.step, **stats})
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
             if self.saved_step != self.step:

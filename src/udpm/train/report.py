@@ -19,11 +19,12 @@ class TrainReport:
     """The progress of one run on rank 0 (``enabled`` False elsewhere: silent)."""
 
     def __init__(
-        self, cfg, step: int, progress: bool, enabled: bool, every: float = 30.0, stop_at=None
+        self, cfg, step: int, progress: bool, enabled: bool, every: float = 30.0, last=None
     ):
+        """``last``: the step this invocation stops at (default: the planned ``cfg.steps``)."""
         self.enabled = enabled
         mode = ("bar" if progress else "lines") if enabled else "off"
-        last = cfg.steps if stop_at is None else min(cfg.steps, stop_at)  # this invocation's
+        last = cfg.steps if last is None else last
         self.progress = Progress(f"train {cfg.method}", "step", last, mode, every, skip=3)
         self.progress.done = step  # a resumed run starts where it stopped
         self.start = time.perf_counter()
@@ -40,8 +41,8 @@ class TrainReport:
     def started(self, cfg, trainer) -> None:
         n, (c, h, w) = len(trainer.data.images), trainer.data.images.shape[1:]
         begin = f"from step {trainer.step}" if trainer.step else "from scratch"
-        stop = trainer.stop_at
-        target = f"{cfg.steps}" if stop is None or stop >= cfg.steps else f"{stop} of {cfg.steps}"
+        last = trainer.last_step
+        target = f"{cfg.steps}" if last == cfg.steps else f"{last} of {cfg.steps}"
         self.say(
             f"training {cfg.method} {begin} to step {target} on {trainer.device}: "
             f"{n} images {w}x{h}x{c}, batch {cfg.batch_size}, lr {cfg.optim.lr:g}; a line "
