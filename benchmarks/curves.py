@@ -1,5 +1,6 @@
 """Learning curves of every system on emoji32: the comparison protocol at equal wall clock.
 
+    python benchmarks/curves.py all    --budget 45 --points 15,45   # = train, eval per method
     python benchmarks/curves.py train  --budget 45 --points 15,45   # each method alone, chunked
     python benchmarks/curves.py eval   --points 15,45 --n 2000      # one JSON per row and point
     python benchmarks/curves.py report --points 15,45               # CURVES.md + curves.png
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import platform
 import statistics
 import sys
@@ -38,23 +40,27 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import trilemma  # noqa: E402  (the rows, the held-out split and the budget helpers)
 
 CURVES = trilemma.CACHE / "curves"
-BASELINES = {**trilemma.BASELINES, "udpm-l1": "emoji32-cpu"}
+BASELINES = {**trilemma.BASELINES, "udpm-l1": "emoji32-cpu", "ddgan-2": "emoji32-cpu-ddgan"}
 EXTRA_ARGS = {
     "udpm-l1": ["--set", "lambda_l1=[1.0,1.0,1.0]", "--set", "lambda_adv=[0.0,0.0,0.0]"],
+    "ddgan-2": ["--set", "T=2"],  # Xiao et al. (2022) ablate T = 1, 2, 4, 8 on CIFAR-10
     "autoencoder": trilemma.TRAIN_ARGS["autoencoder"],
     "ldm": ["--autoencoder", str(CURVES / "run-autoencoder")],
 }
 # (row, method, sampler kwargs, n or None for --n): the trilemma rows, the L1-only ablation,
-# DDIM-100, DDGAN with T = 2 needs its own run and is listed by trilemma when trained.
+# DDIM-100 and DDGAN with T = 2 (its own run: T is part of what the generator learns).
 ROWS = [
     *[(name, m, kw, None) for name, m, kw in trilemma.ROWS if not m.endswith("-shipped")],
     ("udpm-l1", "udpm-l1", {}, None),
+    ("ddgan-2", "ddgan-2", {}, None),
     ("ddim-100", "ddpm", {"sampler": "ddim", "steps": 100, "eta": 0.0}, None),
     # DDPM's full chain costs 1000 calls per image: a smaller n, with its own floor.
     ("ddpm-ancestral-1000", "ddpm", {"sampler": "ancestral"}, 200),
@@ -94,6 +100,17 @@ def checkpoint_at(run: Path, minutes: float) -> Path | None:
     return within[-1] if within else None
 
 
+def all_stage(args) -> None:
+    """Each method of ``--methods`` (in that order; default all) trained, then its rows
+    evaluated, before the next trains: evaluation never shares the cores with a training,
+    and an interrupted session leaves every finished method complete."""
+    for method in args.methods or list(BASELINES):
+        train_stage(argparse.Namespace(**{**vars(args), "methods": [method]}))
+        rows = [r[0] for r in ROWS if r[1] == method and (not args.rows or r[0] in args.rows)]
+        if rows:
+            eval_stage(argparse.Namespace(**{**vars(args), "rows": rows}))
+
+
 def eval_stage(args) -> None:
     import udpm
 
@@ -113,6 +130,9 @@ def eval_stage(args) -> None:
             pipe = udpm.load(path, **({"scalar_posterior": True} if scalar else {}))
             row = measure(pipe, sampler, n_row or args.n, args)
             row.update(row=name, method=method, point_minutes=minutes, checkpoint=str(path))
+            row["train_flops_per_image"] = training_flops_per_image(method)
+            if method in trilemma.HELDOUT:  # its bound on the images it never trained on
+                row.update(trilemma.likelihood_columns(pipe, args))
             out.write_text(json.dumps(row, indent=2))
             print(f"{name} @ {minutes:g} min: FD {row['fd']:.2f} R {row['recall']:.3f}")
 
@@ -151,6 +171,56 @@ def score(pipe, sampler: dict, n: int, seed: int) -> dict:
                         progress=False)  # fmt: skip
     keys = ("fd", "kid_mean", "kid_std", "precision", "recall")
     return {**{k: r[k] for k in keys}, "seed": seed, "sampling_s": time.perf_counter() - t0}
+
+
+class FlopCount(TorchDispatchMode):
+    """``FlopCounterMode``'s formulas without its module tracker, whose backward hooks refuse
+    ``autograd.grad`` on a leaf input (R1's gradient penalty)."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **(kwargs or {}), out_val=out)
+        return out
+
+
+def training_flops_per_image(method: str) -> float:
+    """FLOPs of the method's training step per image, counted (``FlopCounterMode``: every
+    matmul and convolution of G's and D's forward and backward passes, R1's double backward
+    included) over one period of its steps: every UDPM level, every lazy-R1 step. Built
+    from the run's own config with random weights (FLOPs do not depend on them). Cached."""
+    cache = CURVES / f"train-flops-{method}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())["train_flops_per_image"]
+    from udpm.methods import get_method
+    from udpm.train.rundir import read_saved_config
+
+    config = read_saved_config(run_dir(method))
+    torch.manual_seed(0)
+    trainer = get_method(config.method)(config, "cpu")
+    s = config.settings
+    period = math.lcm(getattr(s, "lazy_r1", 1), getattr(s, "r1_every", 1))
+    levels = trainer.process.levels if hasattr(trainer, "draw_level") else 1
+    steps = math.lcm(period, levels)
+    cycle = iter(range(steps))
+    if levels > 1:  # UDPM: each level once per period of ``levels`` steps
+        trainer.draw_level = lambda: next(cycle) % levels + 1
+    x0 = real_images()[: config.batch_size]
+
+    def run():
+        for i in range(steps):
+            trainer.step(x0, None, i)
+
+    with FlopCount() as counter:
+        run()
+    flops = counter.total / (steps * len(x0))
+    cache.write_text(json.dumps({"train_flops_per_image": flops, "steps_counted": steps}))
+    return flops
 
 
 @functools.cache
@@ -247,7 +317,8 @@ def plot(rows, floors, path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("stage", choices=["train", "eval", "report"])
+    stage_help = "all: train each method, then evaluate its rows, then the next"
+    p.add_argument("stage", choices=["all", "train", "eval", "report"], help=stage_help)
     p.add_argument("--budget", type=float, default=45.0, help="training minutes per method")
     p.add_argument("--points", default="15,45", help="minutes at which to evaluate, e.g. 15,45")
     p.add_argument("--chunk", type=int, default=100, help="steps per chunk (checkpoint spacing)")
@@ -261,7 +332,8 @@ def main() -> None:
     args = p.parse_args()
     args.points = [float(x) for x in args.points.split(",")]
     CURVES.mkdir(parents=True, exist_ok=True)
-    {"train": train_stage, "eval": eval_stage, "report": report_stage}[args.stage](args)
+    stages = {"all": all_stage, "train": train_stage, "eval": eval_stage, "report": report_stage}
+    stages[args.stage](args)
 
 
 if __name__ == "__main__":
