@@ -1,0 +1,69 @@
+"""The learning-curve benchmark: its README table, its missing-row list and its FLOP counter."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def curves():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("curves", ROOT / "benchmarks" / "curves.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_curves_table_is_the_curves_file(curves):
+    result = json.loads((ROOT / "benchmarks" / "curves.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(curves.START, 1)[1].split(curves.END, 1)[0].strip("\n")
+    expected = curves.readme_table(result["rows"], result["floors"], result["points"])
+    assert block.splitlines() == expected
+    for name, *_ in curves.ROWS:  # every row of the protocol, measured or not
+        assert f"| {name} |" in block
+
+
+def test_missing_lists_every_unmeasured_pair(curves):
+    args = type("Args", (), {"points": [15.0, 45.0]})()
+    rows = [{"row": "udpm-exact", "point_minutes": 15.0}]
+    gaps = curves.missing(rows, args)
+    assert "udpm-exact @ 15 min" not in gaps
+    assert "udpm-exact @ 45 min" in gaps
+    assert len(gaps) == 2 * len(curves.ROWS) - 1
+
+
+def _method(preset, **sets):
+    from udpm.config import preset_config
+    from udpm.config.overrides import apply_overrides
+    from udpm.methods import get_method
+
+    config = apply_overrides(preset_config(preset), [f"{k}={v}" for k, v in sets.items()])
+    torch.manual_seed(0)
+    return get_method(config.method)(config, "cpu")
+
+
+def test_flop_count_matches_torch_counter_and_survives_r1(curves):
+    x0 = torch.rand(4, 3, 32, 32) * 2 - 1
+    ddpm = _method("emoji32-cpu-ddpm")
+    with FlopCounterMode(display=False) as reference:
+        ddpm.step(x0, None, 0)
+    with curves.FlopCount() as mine:
+        ddpm.step(x0, None, 1)
+    assert mine.total == reference.get_total_flops() > 0
+
+    counts = {}
+    for r1 in ("[0.0,0.0,0.0]", "[1.0,1.0,1.0]"):
+        udpm_method = _method("emoji32-cpu", r1=r1)
+        udpm_method.draw_level = lambda: 1
+        with curves.FlopCount() as c:  # torch's own counter refuses R1's autograd.grad
+            udpm_method.step(x0, None, 0)
+        counts[r1] = c.total
+    assert counts["[1.0,1.0,1.0]"] > counts["[0.0,0.0,0.0]"] > 0  # R1's double backward counted
