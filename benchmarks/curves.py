@@ -98,7 +98,39 @@ def train_method(method: str, preset: str, budget_s: float | None, chunk: int) -
     extra = ["--set", "sample_every=1000000", "--set", "keep=100000",
              "--set", f"checkpoint_every={chunk}", *EXTRA_ARGS.get(method, [])]  # fmt: skip
     planned = preset_config(preset).steps
+    if budget_s and preset_config(preset).settings.optim.decay == "cosine":
+        planned = steps_in_budget(method, preset, budget_s, extra)
     trilemma.train_in_chunks(method, preset, run_dir(method), planned, chunk, budget_s, extra)
+
+
+PROBE_SETS = ["--set", "checkpoint_every=10", "--set", "keep=10"]
+
+
+def steps_in_budget(method: str, preset: str, budget_s: float, extra: list[str]) -> int:
+    """A run's length when its schedule is tied to it (DDGAN's cosine decay to lr_min): the
+    steps that ``budget_s`` allows at the speed of a 40-step probe (its first 10 not
+    counted), so the decay ends with the budget as it ends with the paper's run. Fixed
+    when the run starts (``config.yaml``) and kept by every resume."""
+    import tempfile
+
+    from udpm.checkpoint import read_meta
+    from udpm.cli import main
+    from udpm.train.rundir import read_saved_config
+
+    if (run_dir(method) / "config.yaml").exists():
+        return read_saved_config(run_dir(method)).steps
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe"
+        common = ["train", "--preset", preset, *trilemma.data_args(method), "--out", str(probe),
+                  "--no-progress", *extra, *PROBE_SETS]  # fmt: skip
+        for more in (["--steps", "40", "--stop-at", "10"], ["--resume"]):
+            if main([*common, *more]):
+                sys.exit(f"{method}: the speed probe failed")
+        first = read_meta(probe / "checkpoints" / "model-0000010.safetensors")["train_seconds"]
+        seconds_per_step = (trilemma.train_seconds(probe) - first) / 30
+    steps = int(budget_s / seconds_per_step)
+    print(f"{method}: {seconds_per_step:.2f} s/step in the probe: planned {steps} steps")
+    return steps
 
 
 def checkpoint_at(run: Path, minutes: float) -> Path | None:
