@@ -12,29 +12,39 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def curves():
+def _load(name):
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("curves", ROOT / "benchmarks" / "curves.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)
     spec.loader.exec_module(module)
     return module
 
 
-def test_readme_curves_table_is_the_curves_file(curves):
+@pytest.fixture(scope="module")
+def curves():
+    return _load("curves")
+
+
+@pytest.fixture(scope="module")
+def report(curves):
+    return _load("curves_report")
+
+
+def test_readme_curves_table_is_the_curves_file(report):
     result = json.loads((ROOT / "benchmarks" / "curves.json").read_text())
     readme = (ROOT / "README.md").read_text()
-    block = readme.split(curves.START, 1)[1].split(curves.END, 1)[0].strip("\n")
-    expected = curves.readme_table(result["rows"], result["floors"], result["points"])
+    block = readme.split(report.START, 1)[1].split(report.END, 1)[0].strip("\n")
+    expected = report.readme_table(result["rows"], result["floors"], result["points"])
     assert block.splitlines() == expected
-    for name, *_ in curves.ROWS:  # every row of the protocol, measured or not
+    for name, *_ in report.ROWS:  # every row of the protocol, measured or not
         assert f"| {name} |" in block
 
 
-def test_missing_lists_every_unmeasured_pair(curves):
+def test_missing_lists_every_unmeasured_pair(curves, report):
     args = type("Args", (), {"points": [15.0, 45.0]})()
     rows = [{"row": "udpm-exact", "point_minutes": 15.0}]
-    gaps = curves.missing(rows, args)
+    gaps = report.missing(rows, args)
     assert "udpm-exact @ 15 min" not in gaps
     assert "udpm-exact @ 45 min" in gaps
     assert len(gaps) == 2 * len(curves.ROWS) - 1
