@@ -11,7 +11,9 @@ Protocol (written once here and at the top of ``CURVES.md``):
   paper's optimiser, loss and schedule; one U-Net family and size), the same data, alone on
   the machine for ``--budget`` minutes of recorded training time, in ``--chunk``-step pieces
   (``--stop-at`` of a run planned at its preset's length, so schedules do not depend on the
-  chunking). Every chunk's checkpoint is kept. ``udpm-l1`` is UDPM with the L1 term alone
+  chunking; a run whose schedules never read its length is open-ended, so that only the
+  budget stops it; DDGAN's cosine decay is planned to end with the budget). Every chunk's
+  checkpoint is kept. ``udpm-l1`` is UDPM with the L1 term alone
   at every level (no discriminator): the "samples wash out without the adversarial term"
   ablation. Latent diffusion is a system of two stages and gets one clock: its autoencoder
   trains first, for ``--autoencoder-minutes`` (10 of the 45), then the LDM for the rest,
@@ -97,10 +99,19 @@ def train_method(method: str, preset: str, budget_s: float | None, chunk: int) -
 
     extra = ["--set", "sample_every=1000000", "--set", "keep=100000",
              "--set", f"checkpoint_every={chunk}", *EXTRA_ARGS.get(method, [])]  # fmt: skip
-    planned = preset_config(preset).steps
-    if budget_s and preset_config(preset).settings.optim.decay == "cosine":
+    settings = preset_config(preset).settings
+    planned, open_ended = preset_config(preset).steps, False
+    if budget_s and settings.optim.decay == "cosine":
         planned = steps_in_budget(method, preset, budget_s, extra)
-    trilemma.train_in_chunks(method, preset, run_dir(method), planned, chunk, budget_s, extra)
+    elif budget_s and getattr(settings, "instance_noise_end", None) is None:
+        # Nothing reads this run's length (constant lr after warm-up; UDPM's instance noise
+        # decays per step): the budget alone ends it, not the preset's step count.
+        planned, open_ended = OPEN_ENDED, True
+    trilemma.train_in_chunks(method, preset, run_dir(method), planned, chunk, budget_s, extra,
+                             open_ended)  # fmt: skip
+
+
+OPEN_ENDED = 1_000_000  # the step target of a run that only its time budget ends
 
 
 PROBE_SETS = ["--set", "checkpoint_every=10", "--set", "keep=10"]

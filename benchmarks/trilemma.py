@@ -153,10 +153,12 @@ def train_baseline(method: str, preset: str, args) -> None:
                     ["--set", "sample_every=1000000", *TRAIN_ARGS.get(method, [])])  # fmt: skip
 
 
-def train_in_chunks(method, preset, run: Path, planned, chunk, budget_s, extra) -> None:
+def train_in_chunks(method, preset, run: Path, planned, chunk, budget_s, extra, open_ended=False):
     """``--stop-at`` chunks of a run planned at ``planned`` steps, until it reaches them or
     ``budget_s`` seconds of recorded training time (None: no time budget). ``extra``: flags
-    of every call (a resume refuses settings that differ from the run's)."""
+    of every call (a resume refuses settings that differ from the run's). ``open_ended``:
+    every resume restates ``--steps planned`` (only for a run whose schedules never read
+    its length, where raising the target changes nothing but where it stops)."""
     from udpm.cli import main
 
     common = ["train", "--preset", preset, *data_args(method), "--out", str(run),
@@ -165,6 +167,8 @@ def train_in_chunks(method, preset, run: Path, planned, chunk, budget_s, extra) 
         stop = min(step_of(run) + chunk, planned)
         print(f"{method}: {train_seconds(run) / 60:.1f} min so far, training to {stop}/{planned}")
         more = ["--resume"] if (run / "config.yaml").exists() else ["--steps", str(planned)]
+        if open_ended and more == ["--resume"]:
+            more += ["--steps", str(planned)]
         code = main([*common, *more, "--stop-at", str(stop)])
         if code:
             sys.exit(code)
