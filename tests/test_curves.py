@@ -35,7 +35,9 @@ def test_readme_curves_table_is_the_curves_file(report):
     result = json.loads((ROOT / "benchmarks" / "curves.json").read_text())
     readme = (ROOT / "README.md").read_text()
     block = readme.split(report.START, 1)[1].split(report.END, 1)[0].strip("\n")
-    expected = report.readme_table(result["rows"], result["floors"], result["points"])
+    expected = report.readme_table(
+        result["rows"], result["floors"], result["points"], result["split_floor"]
+    )
     assert block.splitlines() == expected
     for name, *_ in report.ROWS:  # every row of the protocol, measured or not
         assert f"| {name} |" in block
