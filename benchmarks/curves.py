@@ -99,8 +99,8 @@ def train_method(method: str, preset: str, budget_s: float | None, chunk: int) -
 
     extra = ["--set", "sample_every=1000000", "--set", "keep=100000",
              "--set", f"checkpoint_every={chunk}", *EXTRA_ARGS.get(method, [])]  # fmt: skip
-    settings = preset_config(preset).settings
-    planned, open_ended = preset_config(preset).steps, False
+    config = preset_config(preset)
+    settings, planned, open_ended = config.settings, config.steps, False
     if budget_s and settings.optim.decay == "cosine":
         planned = steps_in_budget(method, preset, budget_s, extra)
     elif budget_s and getattr(settings, "instance_noise_end", None) is None:
@@ -247,7 +247,7 @@ class FlopCount(TorchDispatchMode):
 
 
 def training_flops_per_image(method: str) -> float:
-    """FLOPs of the method's training step per image, counted (``FlopCounterMode``: every
+    """FLOPs of the method's training step per image, counted (:class:`FlopCount`: every
     matmul and convolution of G's and D's forward and backward passes, R1's double backward
     included) over one period of its steps: every UDPM level, every lazy-R1 step. Built
     from the run's own config with random weights (FLOPs do not depend on them). Cached."""
@@ -269,12 +269,9 @@ def training_flops_per_image(method: str) -> float:
         trainer.draw_level = lambda: next(cycle) % levels + 1
     x0 = real_images()[: config.batch_size]
 
-    def run():
+    with FlopCount() as counter:
         for i in range(steps):
             trainer.step(x0, None, i)
-
-    with FlopCount() as counter:
-        run()
     flops = counter.total / (steps * len(x0))
     cache.write_text(json.dumps({"train_flops_per_image": flops, "steps_counted": steps}))
     return flops
