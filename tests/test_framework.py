@@ -75,6 +75,7 @@ def test_values_are_parsed_by_the_field_type():
         ("lr=fast", "must be a number"),
         ("perceptual=vgg", "must be one of lpips, none"),
         ("steps=0", "at least 1"),
+        ("keep=0", "at least 1"),
         ("lr=.nan", "positive number"),
         ("warmup=1.5", "must be an integer"),
     ]:

@@ -100,6 +100,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, tiny_npz):
     chunked = tmp_path / "chunked"
     train(tiny_config(tiny_npz, steps=3, checkpoint_every=3), chunked, progress=False)
     train(tiny_config(tiny_npz, steps=6, checkpoint_every=3), chunked, resume=True, progress=False)
+    assert "steps: 6\n" in (chunked / "config.yaml").read_text()  # the new target, not 3
     full_a = ckpt.load_state(ckpt.state_path(straight, 6))
     full_b = ckpt.load_state(ckpt.state_path(chunked, 6))
     for name in ("G", "D"):

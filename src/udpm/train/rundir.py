@@ -81,6 +81,7 @@ class Run:
     created: bool  # this process made the directory, so a failed start may remove it
     resume_step: int | None = None
     data_moved: bool = False  # a resume with --data at a new path: check its content
+    rewrite_config: bool = False  # a resume changed steps, threads or data: config.yaml says so
     data_sha256: str | None = None  # the data the run was trained on, from its checkpoint
 
     def commit(self, config: Config) -> None:
@@ -88,7 +89,7 @@ class Run:
         try:
             (self.out / "checkpoints").mkdir(exist_ok=True)
             (self.out / "samples").mkdir(exist_ok=True)
-            if self.resume_step is None or self.data_moved:
+            if self.resume_step is None or self.rewrite_config:
                 text = config.to_yaml()
                 ckpt.atomic_write(self.out / "config.yaml", lambda t: Path(t).write_text(text))
             if self.resume_step is not None:
@@ -158,6 +159,7 @@ def _resume(run: Run, given: Config, explicit: set[str] | None) -> None:
     if config.steps < step:
         raise UDPMError(f"--resume: --steps {config.steps} is below the run's step {step}")
     run.config, run.resume_step, run.data_moved = config, step, moved
+    run.rewrite_config = config != saved  # so a reader of config.yaml sees the new target
     run.data_sha256 = meta.get("data_sha256")
 
 

@@ -25,7 +25,7 @@ _INTS = {
     "log_every": (1, False),
     "sample_every": (1, False),
     "checkpoint_every": (1, False),
-    "keep": (0, False),
+    "keep": (1, False),  # the newest checkpoint is the resume point
     "threads": (1, True),
     "max_images": (1, True),
     "resolution": (1, False),
