@@ -34,9 +34,22 @@ SHIPPING_RULE = (
     "the 0.1.0 model. No intermediate checkpoint is picked by its score."
 )
 OLD_FD = 15.42
+# The third candidate's rule, written (and committed) before that run trained past 12,500.
+LONG = "long"
+LONG_RULE = (
+    "Rule for `long`, fixed before it trained past step 12,500: issue 14's UDPM run "
+    "(`benchmarks/cache/curves/run-udpm`: the emoji32-cpu recipe, seed 0, open-ended) "
+    "continued to 40,000 steps; its checkpoints every 2,500 steps are scored on validation "
+    "seeds 100000..101999 (n = 2,000, `curve --seed 100000 --validation`); the one with the "
+    "lowest validation FD ships if its FD on the reported seeds 0..1999 is below 15.42, "
+    "and its reported-seed scores are the ones quoted."
+)
+VALIDATION_SEED = 100_000
 
 
 def verdict(r: dict) -> str:
+    if r.get("name") == LONG:
+        return long_verdict(r)
     last = r["rows"][-1]
     if last["step"] < 13000:
         return f"Still training (last evaluated step {last['step']}): no verdict yet."
@@ -44,6 +57,22 @@ def verdict(r: dict) -> str:
     return (
         f"Verdict by the rule: last checkpoint FD {last['fd']:.2f} "
         f"{'<' if ok else '≥'} {OLD_FD}: {'shipped' if ok else 'not shipped'}."
+    )
+
+
+def long_verdict(r: dict) -> str:
+    checked = r.get("validation_rows", [])
+    if not checked or max(x["step"] for x in checked) < 40_000:
+        return "Still training or not yet scored on validation seeds up to 40,000: no verdict yet."
+    best = min(checked, key=lambda x: x["fd"])
+    reported = next((x for x in r["rows"] if x["step"] == best["step"]), None)
+    if reported is None:
+        return f"Step {best['step']} (best validation FD) is not scored on reported seeds yet."
+    ok = reported["fd"] < OLD_FD
+    return (
+        f"Verdict by the rule: step {best['step']} has the lowest validation FD "
+        f"({best['fd']:.2f}); its reported FD {reported['fd']:.2f} {'<' if ok else '≥'} "
+        f"{OLD_FD}: {'shipped' if ok else 'not shipped'}."
     )
 
 
@@ -72,13 +101,13 @@ def floor(real: torch.Tensor) -> dict:
     }
 
 
-def measure(path: Path, real: torch.Tensor, n: int) -> dict:
+def measure(path: Path, real: torch.Tensor, n: int, seed: int = 0) -> dict:
     import udpm
     from udpm.eval import compute_metrics
     from udpm.eval.reference import dataset_identity
 
     pipe = udpm.load(path)
-    fake = pipe.sample(n, seed=0, batch_size=500)
+    fake = pipe.sample(n, seed=seed, batch_size=500)
     r = compute_metrics(fake, real, reference_key=dataset_identity("emoji32"), progress=False)
     return {
         "checkpoint": path.name,
@@ -89,6 +118,7 @@ def measure(path: Path, real: torch.Tensor, n: int) -> dict:
         "precision": r["precision"],
         "recall": r["recall"],
         "n": n,
+        "seed": seed,
         "n_reference": r["n_real"],
         "feature_net_hash": r["feature_net_hash"],
     }
@@ -97,24 +127,35 @@ def measure(path: Path, real: torch.Tensor, n: int) -> dict:
 def curve(args) -> None:
     real = real_images()
     files = sorted(Path(args.history).glob("model-*.safetensors"))
-    files = files[:: max(1, len(files) // args.points)] + files[-1:] if files else []
-    rows = [measure(p, real, args.n) for p in dict.fromkeys(files)]
+    if args.every:  # the steps a rule names, not an even spread
+        files = [p for p in files if int(p.stem.split("-")[1]) % args.every == 0]
+    else:
+        files = files[:: max(1, len(files) // args.points)] + files[-1:] if files else []
+    rows = [measure(p, real, args.n, args.seed) for p in dict.fromkeys(files)]
     for r in rows:
         print(
             f"step {r['step']:6d}  {r['train_minutes']:6.1f} min  FD {r['fd']:.2f}  "
             f"P {r['precision']:.3f}  R {r['recall']:.3f}"
         )
+    out = CURVES / f"{args.name}.json"
+    if args.validation:  # kept beside the reported rows, only for the shipping choice
+        if not out.exists():
+            raise SystemExit(f"{out} does not exist: run the reported-seed curve first")
+        result = json.loads(out.read_text())
+        result["validation_rows"] = rows
+        out.write_text(json.dumps(result, indent=2))
+        return report()
     result = {
         "rows": rows,
         "floor": floor(real),
         "commit": commit(),
         "machine": machine(),
         "command": f"python benchmarks/pretrained_quality.py curve --history {args.history} "
-        f"--n {args.n} --points {args.points}",
+        f"--n {args.n} --points {args.points} --every {args.every} --seed {args.seed}",
     }
     result.update(name=args.name, recipe=args.recipe or "")
     CURVES.mkdir(exist_ok=True)
-    (CURVES / f"{args.name}.json").write_text(json.dumps(result, indent=2))
+    out.write_text(json.dumps(result, indent=2))
     report()
 
 
@@ -147,7 +188,7 @@ def write_markdown(shipped: dict, others: dict) -> None:
         lines += ["", f"Recipe: {r['recipe']}", ""] if r.get("recipe") else [""]
         lines += [*curve_table(r["rows"], fl["fd"]), ""]
         if r is not shipped:
-            lines += [verdict(r), ""]
+            lines += ([LONG_RULE, ""] if r.get("name") == LONG else []) + [verdict(r), ""]
     lines += [
         f"Floor: FD between two random halves of emoji32 ({fl['n']} vs "
         f"{fl['n_reference']} images) is **{fl['fd']:.2f}** (precision "
@@ -229,6 +270,10 @@ def main() -> None:
     p.add_argument("--points", type=int, default=8, help="checkpoints on the curve")
     p.add_argument("--recipe", help="curve: one line naming the run's recipe, for the report")
     p.add_argument("--name", default=SHIPPED, help="curve: the run's name in pretrained_curves/")
+    p.add_argument("--every", type=int, default=0, help="curve: every checkpoint at this spacing")
+    p.add_argument("--seed", type=int, default=0, help="curve: first sampling seed")
+    p.add_argument("--validation", action="store_true",
+                   help="curve: store as the validation scores (the choice)")  # fmt: skip
     args = p.parse_args()
     {"curve": curve, "report": lambda _: report(), "export": export}[args.stage](args)
 

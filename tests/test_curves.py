@@ -79,3 +79,19 @@ def test_flop_count_matches_torch_counter_and_survives_r1(curves):
             udpm_method.step(x0, None, 0)
         counts[r1] = c.total
     assert counts["[1.0,1.0,1.0]"] > counts["[0.0,0.0,0.0]"] > 0  # R1's double backward counted
+
+
+def test_long_candidate_ships_by_validation_seeds_not_by_reported_ones():
+    """The choice reads the validation rows; the reported row of that step decides."""
+    pq = _load("pretrained_quality")
+
+    def rows(fds):
+        return [{"step": s, "fd": fd} for s, fd in zip((35_000, 37_500, 40_000), fds)]
+
+    run = {"name": pq.LONG, "validation_rows": rows([12.0, 9.0, 11.0]),
+           "rows": rows([8.0, 14.0, 7.0])}  # fmt: skip
+    assert "step 37500" in pq.verdict(run) and ": shipped" in pq.verdict(run)
+    run["rows"] = rows([8.0, 16.0, 7.0])  # the chosen step's reported FD is above 15.42
+    assert "not shipped" in pq.verdict(run)
+    run["validation_rows"] = run["validation_rows"][:2]  # not scored up to 40,000 yet
+    assert "no verdict" in pq.verdict(run)
