@@ -59,6 +59,10 @@ class Method:
             scale *= 0.5 * (1 + math.cos(math.pi * min(step / max(self.config.steps, 1), 1.0)))
         return scale
 
+    def current_lr(self) -> float:
+        """The learning rate the last step used: the first optimiser's (G's, if several)."""
+        return next(iter(self.optimizers.values())).param_groups[0]["lr"]
+
     def set_lr(self, step: int) -> None:
         scale = self.lr_scale(step)
         for k, opt in self.optimizers.items():

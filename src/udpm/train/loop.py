@@ -226,8 +226,9 @@ class Trainer:
                     # The losses are global means already (Method.optimise).
                     elapsed = time.perf_counter() - t_window
                     record = _summarise(window, self.step, n_window * cfg.batch_size / elapsed)
-                    # The learning rate of this step (warm-up, decay) and the wall clock.
-                    record["lr"] = cfg.optim.lr * self.method.lr_scale(self.step - 1)
+                    # The learning rate of this step, as the optimiser had it (a method's
+                    # own schedule, e.g. DDGAN's cosine to lr_min), and the wall clock.
+                    record["lr"] = self.method.current_lr()
                     record["wall_seconds"] = round(time.perf_counter() - t_run, 2)
                     record["time"] = round(time.time(), 2)
                     logger.log(record)
