@@ -44,7 +44,6 @@ LONG_RULE = (
     "lowest validation FD ships if its FD on the reported seeds 0..1999 is below 15.42, "
     "and its reported-seed scores are the ones quoted."
 )
-VALIDATION_SEED = 100_000
 
 
 def verdict(r: dict) -> str:

@@ -35,15 +35,15 @@ def average_models(files: list[Path]) -> tuple[dict, dict]:
     """The uniform mean of the floating tensors of ``files`` (others from the last file)."""
     from udpm import checkpoint as ckpt
 
-    total, meta = ckpt.load_model(files[-1])
-    total = {k: v.double() if v.is_floating_point() else v for k, v in total.items()}
-    for path in files[:-1]:
-        state, _ = ckpt.load_model(path)
+    total, steps = {}, []
+    for path in files:  # oldest first: the last file's meta and integer tensors are kept
+        state, meta = ckpt.load_model(path)
+        steps.append(meta["step"])
         for k, v in state.items():
-            if v.is_floating_point():
-                total[k] += v.double()
+            v = v.double() if v.is_floating_point() else v
+            total[k] = total[k] + v if k in total and v.is_floating_point() else v
     mean = {k: (v / len(files)).float() if v.is_floating_point() else v for k, v in total.items()}
-    return mean, {**meta, "averaged_steps": [int(p.stem.split("-")[1]) for p in files]}
+    return mean, {**meta, "averaged_steps": steps}
 
 
 def window_files(run: Path, last: int, window: int) -> list[Path]:
@@ -55,26 +55,11 @@ def window_files(run: Path, last: int, window: int) -> list[Path]:
     return [ckpt.model_path(run, s) for s in steps]
 
 
-def score(path: Path, n: int, seed: int) -> dict:
-    import udpm
-    from udpm.data import load_source
-    from udpm.eval import compute_metrics
-    from udpm.eval.reference import dataset_identity
-    from udpm.images import from_uint8
-
-    real = from_uint8(load_source("emoji32").images)
-    fake = udpm.load(path).sample(n, seed=seed, batch_size=500)
-    r = compute_metrics(fake, real, reference_key=dataset_identity("emoji32"), progress=False)
-    return {k: r[k] for k in ("fd", "precision", "recall")}
-
-
 COMMAND = "python benchmarks/weight_average.py "
 
 
-def machine() -> str:
-    import platform
-
-    return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+def scores(measured: dict) -> dict:
+    return {k: measured[k] for k in ("fd", "precision", "recall")}
 
 
 def main() -> None:
@@ -86,9 +71,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="samples per score")
     parser.add_argument("--seed", type=int, default=100_000, help="first validation seed")
     args = parser.parse_args()
+    from pretrained_quality import machine, measure, real_images
+
     from udpm import checkpoint as ckpt
 
-    rows = []
+    real, rows = real_images(), []
     with tempfile.TemporaryDirectory() as tmp:
         for window in args.windows:
             files = window_files(args.run, args.last, window)
@@ -96,7 +83,7 @@ def main() -> None:
             path = Path(tmp) / f"model-{window}.safetensors"
             ckpt.save_model(path, state, meta)
             row = {"last": args.last, "window": window, "snapshots": len(files),
-                   **score(path, args.n, args.seed), "n": args.n, "seed": args.seed,
+                   **scores(measure(path, real, args.n, args.seed)), "n": args.n, "seed": args.seed,
                    "run": str(args.run), "machine": machine(),
                    "command": COMMAND + " ".join(sys.argv[1:])}  # fmt: skip
             rows.append(row)
