@@ -6,11 +6,13 @@ real (``os._exit``, no cleanup), at deterministic points of the checkpoint write
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import signal
+import threading
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ import yaml
 
 from udpm import checkpoint as ckpt
 from udpm.cli import main
+from udpm.errors import UDPMError
 from udpm.train.faults import FAULT_EXIT
 from udpm.train.loop import Trainer
 from udpm.train.preempt import EXIT_PREEMPTED
@@ -147,6 +150,21 @@ def test_a_held_lock_names_its_pid_and_a_dead_holder_never_blocks(tmp_path, data
     assert (run / ".lock").read_text().strip() == str(pid)  # stale, and harmless:
     assert main(tiny_argv(data, run, "--resume", steps=2)) == 0
     assert ckpt.complete_steps(run)[-1] == 2
+
+
+def test_a_loser_that_looks_before_the_holder_writes_its_pid_still_names_it(tmp_path):
+    """The holder writes its PID just after its flock; a loser in between waits for it."""
+    (tmp_path / ".lock").touch()
+    fd = os.open(tmp_path / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held, PID not yet written
+    late = threading.Timer(0.2, lambda: os.write(fd, b"4242\n"))
+    late.start()
+    try:
+        with pytest.raises(UDPMError, match=r"in use by another udpm process \(PID 4242\)"):
+            RunLock(tmp_path).acquire()
+    finally:
+        late.join()
+        os.close(fd)
 
 
 def Trainer_from_cli(argv):

@@ -6,8 +6,6 @@ The latent's scale is measured over the whole global batch, so every process set
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,11 +17,9 @@ from udpm import checkpoint as ckpt
 from udpm.train import distributed as dist
 from udpm.train.loop import Trainer, train
 
-from .test_distributed import assert_close, make_data
+from .test_distributed import assert_close, finished, launch_two, make_data
 from .test_ldm import TINY_AE
 from .test_train import TINY_G, tiny_config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def ae_config(data, **kw):
@@ -49,6 +45,7 @@ def worker(work: Path, data: Path) -> None:
     trainer.run()
     torch.save(trainer.method.state_dict()["modules"], work / f"ldm-rank{rank}.pt")
     dist.cleanup(context)
+    finished(work, rank)
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +54,7 @@ def two_processes(tmp_path_factory):
         pytest.skip("this torch build has no gloo backend")
     work = tmp_path_factory.mktemp("ldm-ddp")
     data = make_data(work / "data.npz")
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-    }
-    for k in dist.ENV:
-        env.pop(k, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += ["-m", "tests.test_ldm_distributed", str(work), str(data)]
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+    launch_two("tests.test_ldm_distributed", work, data)
     return work, data
 
 
