@@ -8,8 +8,8 @@ Each run's curve is kept in ``pretrained_curves/NAME.json`` (``--name``): the sh
 
 ``curve`` measures FD (shipped emoji32 feature network), precision and recall of 2,000
 samples against all 3,781 emoji for every saved checkpoint, next to the floor: the FD
-between two random halves of the data set. It writes ``benchmarks/PRETRAINED.md``,
-``benchmarks/pretrained_quality.json`` and ``benchmarks/pretrained_quality.png``.
+between two random halves of the data set. It writes ``benchmarks/PRETRAINED.md`` and
+``benchmarks/pretrained_quality.png``.
 ``export`` writes the fp16 EMA weights into the package (``udpm.load()`` reads them).
 """
 
@@ -25,7 +25,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 CURVES = HERE / "pretrained_curves"  # one JSON per trained run, by name
-SHIPPED = "0.1.0"  # the run whose last checkpoint is the packaged model
+SHIPPED = "long"  # the run whose checkpoint is the packaged model (chosen by LONG_RULE)
+PREVIOUS = "0.1.0"  # the run shipped before it (its last checkpoint), kept for comparison
 # Written before the run trained, and not changed after: which checkpoint ships.
 SHIPPING_RULE = (
     "Shipping rule, fixed before any candidate trained: ship a candidate run's last "
@@ -47,7 +48,7 @@ LONG_RULE = (
 
 
 def verdict(r: dict) -> str:
-    if r.get("name") == LONG:
+    if r.get("name") == LONG or r.get("validation_rows"):  # chosen by validation seeds
         return long_verdict(r)
     last = r["rows"][-1]
     if last["step"] < 13000:
@@ -59,11 +60,16 @@ def verdict(r: dict) -> str:
     )
 
 
+def chosen_step(r: dict) -> int:
+    """The step ``LONG_RULE`` picks: the lowest FD on the validation seeds."""
+    return min(r["validation_rows"], key=lambda x: x["fd"])["step"]
+
+
 def long_verdict(r: dict) -> str:
     checked = r.get("validation_rows", [])
     if not checked or max(x["step"] for x in checked) < 40_000:
         return "Still training or not yet scored on validation seeds up to 40,000: no verdict yet."
-    best = min(checked, key=lambda x: x["fd"])
+    best = next(x for x in checked if x["step"] == chosen_step(r))
     reported = next((x for x in r["rows"] if x["step"] == best["step"]), None)
     if reported is None:
         return f"Step {best['step']} (best validation FD) is not scored on reported seeds yet."
@@ -180,14 +186,18 @@ def write_markdown(shipped: dict, others: dict) -> None:
         SHIPPING_RULE,
         "",
     ]
-    for title, r in [(f"Shipped: {SHIPPED}", shipped)] + [
-        (f"Retrain candidate: {name}", r) for name, r in others.items()
+    step = chosen_step(shipped)
+    for title, r in [(f"Shipped: {SHIPPED}, step {step:,}", shipped)] + [
+        (section_title(name), r) for name, r in others.items()
     ]:
         lines += [f"## {title}", "", f"`{r['command']}` at commit `{r['commit']}`."]
         lines += ["", f"Recipe: {r['recipe']}", ""] if r.get("recipe") else [""]
         lines += [*curve_table(r["rows"], fl["fd"]), ""]
-        if r is not shipped:
-            lines += ([LONG_RULE, ""] if r.get("name") == LONG else []) + [verdict(r), ""]
+        if r.get("validation_rows"):
+            rule = [LONG_RULE, ""] if r.get("name") == LONG else []
+            lines += [*rule, *validation_table(r), verdict(r), ""]
+        elif r.get("name", PREVIOUS) != PREVIOUS:
+            lines += [verdict(r), ""]
     lines += [
         f"Floor: FD between two random halves of emoji32 ({fl['n']} vs "
         f"{fl['n_reference']} images) is **{fl['fd']:.2f}** (precision "
@@ -195,6 +205,31 @@ def write_markdown(shipped: dict, others: dict) -> None:
         "",
     ]
     (HERE / "PRETRAINED.md").write_text("\n".join(lines))
+
+
+def section_title(name: str) -> str:
+    if name == PREVIOUS:
+        return f"Shipped before: {name} (its last checkpoint, until `{SHIPPED}` replaced it)"
+    return f"Retrain candidate: {name}"
+
+
+def validation_table(r: dict) -> list[str]:
+    """The validation-seed scores the rule chose by, beside the reported ones above."""
+    checked = r.get("validation_rows", [])
+    if not checked:
+        return []
+    first = checked[0]["seed"]
+    lines = [
+        f"Validation seeds {first}..{first + checked[0]['n'] - 1} (used only to choose):",
+        "",
+        "| step | FD ↓ | precision | recall |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {x['step']} | {x['fd']:.2f} | {x['precision']:.3f} | {x['recall']:.3f} |"
+        for x in checked
+    ]
+    return [*lines, ""]
 
 
 def curve_table(rows: list[dict], floor_fd: float) -> list[str]:
@@ -219,7 +254,8 @@ def plot(shipped: dict, others: dict) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     curves = [(f"{SHIPPED} (shipped)", shipped, "s-")] + [
-        (name, r, "o--") for name, r in others.items()
+        (f"{name} (shipped before)" if name == PREVIOUS else name, r, "o--")
+        for name, r in others.items()
     ]
     for label, r, style in curves:
         minutes = [x["train_minutes"] for x in r["rows"]]
