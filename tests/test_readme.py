@@ -26,13 +26,15 @@ SUBSTITUTIONS = [
     # Step counts in thousands become at most 3: training 2000 -> 2 and 8000 -> 3 (the
     # --resume line still continues the run), DDPM's 1000 ancestral steps -> 1.
     (r"--steps (\d+)000\b", lambda m: f"--steps {min(int(m.group(1)), 3)}"),
+    # Hundreds of training steps (the autoencoder's 400) become 3 as well.
+    (r"^(\s*udpm train .*?)--steps \d{3}\b", r"\1--steps 3"),
     # Chunks alike: --stop-at 2000 -> 2, 8000 -> 3 (within a planned 3 or more).
     (r"--stop-at (\d+)000\b", lambda m: f"--stop-at {min(int(m.group(1)), 3)}"),
     # A training command without --steps would run its preset's thousands: 2 steps (a
     # chunk of a run, --stop-at, keeps its planned target).
     (r"^(\s*udpm train (?:(?!--steps|--stop-at)[^#\n])*?)(\s*#.*)?$", r"\1 --steps 2\2"),
-    # Sampling: 2 steps of any sampler, 4 images unless a count is given.
-    (r"^(\s*udpm sample .*?)--steps \d+\b", r"\1--steps 2"),
+    # Sampling and timing it: 2 steps of any sampler, 4 images unless a count is given.
+    (r"^(\s*udpm (?:sample|bench) .*?)--steps \d+\b", r"\1--steps 2"),
     (r"^(\s*udpm sample (?:(?!--n )[^#\n])*?)(\s*#.*)?$", r"\1 --n 4\2"),
     # Sample counts for measuring (--n 2000, n=2000) -> 8 images.
     (r"--n \d{3,}\b", "--n 8"),
@@ -87,8 +89,10 @@ def test_substitutions_shrink_only_the_big_numbers():
         "udpm train --preset emoji32-cpu-ddpm --out runs/ddpm   # or --method ddpm\n"
         "udpm train --preset emoji32-cpu --out r --steps 8000 --resume\n"
         "udpm train --out r --resume --stop-at 8000\n"
+        "udpm train --preset emoji32-cpu-ae --out ae --steps 400   # stage 1\n"
         "udpm sample --checkpoint r --out o --sampler ddim --steps 10\n"
         "udpm sample --out o --n 64 --grid\n"
+        "udpm bench --checkpoint r --sampler ddim --steps 50\n"
         'evaluate(m, "emoji32", n=2000)\n'
         "udpm eval --n 2000 --json e.json\n"
     )
@@ -96,8 +100,10 @@ def test_substitutions_shrink_only_the_big_numbers():
         "udpm train --preset emoji32-cpu-ddpm --out runs/ddpm --steps 2   # or --method ddpm",
         "udpm train --preset emoji32-cpu --out r --steps 3 --resume",
         "udpm train --out r --resume --stop-at 3",
+        "udpm train --preset emoji32-cpu-ae --out ae --steps 3   # stage 1",
         "udpm sample --checkpoint r --out o --sampler ddim --steps 2 --n 4",
         "udpm sample --out o --n 64 --grid",
+        "udpm bench --repeats 1 --batches 1,2 --checkpoint r --sampler ddim --steps 2",
         'evaluate(m, "emoji32", n=8)',
         "udpm eval --n 8 --json e.json",
     ]
