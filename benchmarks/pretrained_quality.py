@@ -60,16 +60,16 @@ def verdict(r: dict) -> str:
     )
 
 
-def chosen_step(r: dict) -> int:
-    """The step ``LONG_RULE`` picks: the lowest FD on the validation seeds."""
-    return min(r["validation_rows"], key=lambda x: x["fd"])["step"]
+def chosen(r: dict) -> dict:
+    """The validation row ``LONG_RULE`` picks: the lowest FD on the validation seeds."""
+    return min(r["validation_rows"], key=lambda x: x["fd"])
 
 
 def long_verdict(r: dict) -> str:
     checked = r.get("validation_rows", [])
     if not checked or max(x["step"] for x in checked) < 40_000:
         return "Still training or not yet scored on validation seeds up to 40,000: no verdict yet."
-    best = next(x for x in checked if x["step"] == chosen_step(r))
+    best = chosen(r)
     reported = next((x for x in r["rows"] if x["step"] == best["step"]), None)
     if reported is None:
         return f"Step {best['step']} (best validation FD) is not scored on reported seeds yet."
@@ -186,7 +186,7 @@ def write_markdown(shipped: dict, others: dict) -> None:
         SHIPPING_RULE,
         "",
     ]
-    step = chosen_step(shipped)
+    step = chosen(shipped)["step"]
     for title, r in [(f"Shipped: {SHIPPED}, step {step:,}", shipped)] + [
         (section_title(name), r) for name, r in others.items()
     ]:

@@ -95,3 +95,7 @@ def test_long_candidate_ships_by_validation_seeds_not_by_reported_ones():
     assert "not shipped" in pq.verdict(run)
     run["validation_rows"] = run["validation_rows"][:2]  # not scored up to 40,000 yet
     assert "no verdict" in pq.verdict(run)
+    # A user's own retrain with validation rows is judged the same way, whatever its name.
+    mine = {"name": "mine", "validation_rows": rows([12.0, 9.0, 11.0]),
+            "rows": rows([8.0, 14.0, 7.0])}  # fmt: skip
+    assert "step 37500" in pq.verdict(mine)
