@@ -186,17 +186,18 @@ def write_markdown(shipped: dict, others: dict) -> None:
         SHIPPING_RULE,
         "",
     ]
-    step = chosen(shipped)["step"]
-    for title, r in [(f"Shipped: {SHIPPED}, step {step:,}", shipped)] + [
-        (section_title(name), r) for name, r in others.items()
-    ]:
-        lines += [f"## {title}", "", f"`{r['command']}` at commit `{r['commit']}`."]
+    for name, r in {SHIPPED: shipped, **others}.items():
+        lines += [
+            f"## {section_title(name, r)}",
+            "",
+            f"`{r['command']}` at commit `{r['commit']}`.",
+        ]
         lines += ["", f"Recipe: {r['recipe']}", ""] if r.get("recipe") else [""]
         lines += [*curve_table(r["rows"], fl["fd"]), ""]
         if r.get("validation_rows"):
-            rule = [LONG_RULE, ""] if r.get("name") == LONG else []
-            lines += [*rule, *validation_table(r), verdict(r), ""]
-        elif r.get("name", PREVIOUS) != PREVIOUS:
+            rule = [LONG_RULE, ""] if name == LONG else []
+            lines += [*rule, *validation_table(r["validation_rows"]), verdict(r), ""]
+        elif name != PREVIOUS:
             lines += [verdict(r), ""]
     lines += [
         f"Floor: FD between two random halves of emoji32 ({fl['n']} vs "
@@ -207,17 +208,16 @@ def write_markdown(shipped: dict, others: dict) -> None:
     (HERE / "PRETRAINED.md").write_text("\n".join(lines))
 
 
-def section_title(name: str) -> str:
+def section_title(name: str, r: dict) -> str:
+    if name == SHIPPED:
+        return f"Shipped: {name}, step {chosen(r)['step']:,}"
     if name == PREVIOUS:
         return f"Shipped before: {name} (its last checkpoint, until `{SHIPPED}` replaced it)"
     return f"Retrain candidate: {name}"
 
 
-def validation_table(r: dict) -> list[str]:
+def validation_table(checked: list[dict]) -> list[str]:
     """The validation-seed scores the rule chose by, beside the reported ones above."""
-    checked = r.get("validation_rows", [])
-    if not checked:
-        return []
     first = checked[0]["seed"]
     lines = [
         f"Validation seeds {first}..{first + checked[0]['n'] - 1} (used only to choose):",
