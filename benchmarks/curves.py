@@ -206,6 +206,7 @@ def measure(pipe, sampler: dict, n: int, args) -> dict:
         **{k: statistics.mean(s[k] for s in scores) for k in scores[0] if k != "seed"},
         "spread": {k: [s[k] for s in scores] for k in ("fd", "recall")},
         "seeds": [s["seed"] for s in scores],
+        "timing_repeats": args.timing_repeats,
         "n": n,
         "k": 3,
         "train_minutes": round(meta.get("train_seconds", 0) / 60, 2),

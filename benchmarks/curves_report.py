@@ -90,7 +90,8 @@ def markdown(rows, floors, units, args) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        seconds = max(r["train_minutes"] * 60, 1e-9)
+        # Throughput of the network this row trained: LDM's clock also holds its autoencoder.
+        seconds = max((r["train_minutes"] - r.get("autoencoder_minutes", 0.0)) * 60, 1e-9)
         bpd = f"{r['bpd']:.3f} ± {r['bpd_stderr']:.3f}" if r.get("bpd") is not None else "—"
         lines.append(
             f"| {r['row']} | {r['point_minutes']:g} | {r['train_steps']} | {r['images_seen']} "
@@ -105,6 +106,14 @@ def markdown(rows, floors, units, args) -> list[str]:
             f"Floor at n = {n} (data against the same reference): FD {f['fd']:.2f}, "
             f"KID×1e3 {f['kid_mean'] * 1e3:.1f}, precision {f['precision']:.3f}, "
             f"recall {f['recall']:.3f}."
+        )
+    few = sorted({r["row"] for r in rows if r.get("timing_repeats", 3) < 3})
+    if few:  # a 1000-call chain at batch 64 is minutes per repeat on a CPU
+        lines.append(f"Timed with one repeat per batch (others: median of 3): {', '.join(few)}.")
+    if any("autoencoder_minutes" in r for r in rows):
+        lines.append(
+            "Train img/s of a latent-diffusion row is its second stage's own (images seen over "
+            "the minutes after the autoencoder's); its `at` minutes count both stages."
         )
     gaps = missing(rows, args)
     if gaps:
@@ -237,13 +246,18 @@ def plot(rows, split: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    placed: list[tuple[float, float]] = []
     for name in dict.fromkeys(r["row"] for r in rows):
         mine = [r for r in rows if r["row"] == name]
         a.plot([r["train_minutes"] for r in mine], [r["fd"] for r in mine], "o-", label=name)
         last = mine[-1]
-        b.scatter(last["flops_per_image"], last["fd"])
-        b.annotate(f"{name} (R={last['recall']:.2f})", (last["flops_per_image"], last["fd"]),
-                   fontsize=7, xytext=(4, 3), textcoords="offset points")  # fmt: skip
+        xy = (last["flops_per_image"], last["fd"])
+        b.scatter(*xy)
+        # Rows at nearly the same point (exact and scalar UDPM) get their labels stacked.
+        below = sum(_near(xy, other) for other in placed)
+        placed.append(xy)
+        b.annotate(f"{name} (R={last['recall']:.2f})", xy, fontsize=7,
+                   xytext=(4, 3 - 8 * below), textcoords="offset points")  # fmt: skip
     for ax in (a, b):
         ax.set_yscale("log")
         ax.set_ylabel("FD, emoji32 features (log)")
@@ -255,3 +269,10 @@ def plot(rows, split: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _near(p: tuple[float, float], q: tuple[float, float]) -> bool:
+    """Within a label's height on both log axes (a tenth of a decade of FD, half of FLOPs)."""
+    import math
+
+    return abs(math.log10(p[0] / q[0])) < 0.5 and abs(math.log10(p[1] / q[1])) < 0.1
