@@ -3,6 +3,7 @@
     python benchmarks/curves.py all    --budget 45 --points 15,45   # = train, eval per method
     python benchmarks/curves.py train  --budget 45 --points 15,45   # each method alone, chunked
     python benchmarks/curves.py eval   --points 15,45 --n 2000      # one JSON per row and point
+    python benchmarks/curves.py same-n --n 200 --rows udpm-exact ...  # beside the n = 200 row
     python benchmarks/curves.py report --points 15,45               # CURVES.md + curves.png
 
 Protocol (written once here and at the top of ``CURVES.md``):
@@ -194,6 +195,31 @@ def eval_stage(args) -> None:
             print(f"{name} @ {minutes:g} min: FD {row['fd']:.2f} R {row['recall']:.3f}")
 
 
+def same_n_stage(args) -> None:
+    """Score ``--rows`` at the last point with ``--n`` samples (no timing), into ``same-n/``:
+    FD and recall move with n, so a row measured at a smaller n (the 1000-step chain) is
+    set beside the others at its own n, not beside their n = 2,000 numbers."""
+    import udpm
+
+    minutes = max(args.points)
+    for name, method, kwargs, _ in ROWS:
+        out = CURVES / "same-n" / f"row-{name}@{minutes:g}-n{args.n}.json"
+        if (args.rows and name not in args.rows) or (out.exists() and not args.force):
+            continue
+        stage1 = autoencoder_minutes() if method == "ldm" else 0.0
+        path = checkpoint_at(run_dir(method), minutes - stage1)
+        if path is None:
+            continue
+        sampler = dict(kwargs)
+        scalar = sampler.pop("scalar_posterior", False)
+        pipe = udpm.load(path, **({"scalar_posterior": True} if scalar else {}))
+        row = score(pipe, sampler, args.n, args.seed)
+        row.update(row=name, n=args.n, k=3, point_minutes=minutes, checkpoint=str(path))
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(row, indent=2))
+        print(f"{name} @ {minutes:g} min, n = {args.n}: FD {row['fd']:.2f} R {row['recall']:.3f}")
+
+
 def measure(pipe, sampler: dict, n: int, args) -> dict:
     from udpm.eval.speed import benchmark
 
@@ -303,8 +329,9 @@ def machine() -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    stage_help = "all: train each method, then evaluate its rows, then the next"
-    p.add_argument("stage", choices=["all", "train", "eval", "report"], help=stage_help)
+    stage_help = ("all: train each method, then evaluate its rows, then the next; same-n: "
+                  "score --rows at the last point with --n samples, untimed")  # fmt: skip
+    p.add_argument("stage", choices=["all", "train", "eval", "same-n", "report"], help=stage_help)
     p.add_argument("--budget", type=float, default=45.0, help="training minutes per method")
     p.add_argument("--autoencoder-minutes", type=float, default=10.0,
                    help="latent diffusion's first stage, counted in its --budget")  # fmt: skip
@@ -324,7 +351,8 @@ def main() -> None:
         from curves_report import report_stage
 
         return report_stage(args)
-    {"all": all_stage, "train": train_stage, "eval": eval_stage}[args.stage](args)
+    stages = {"all": all_stage, "train": train_stage, "eval": eval_stage, "same-n": same_n_stage}
+    stages[args.stage](args)
 
 
 if __name__ == "__main__":

@@ -118,7 +118,38 @@ def markdown(rows, floors, units, args) -> list[str]:
     gaps = missing(rows, args)
     if gaps:
         lines += ["", f"Not measured yet ({len(gaps)}): " + ", ".join(gaps) + "."]
-    return lines + ["", *units_markdown(units), "", *latency_lines(rows)]
+    return lines + same_n_lines(rows, floors) + ["", *units_markdown(units), "",
+                                                 *latency_lines(rows)]  # fmt: skip
+
+
+def same_n_lines(rows, floors) -> list[str]:
+    """Rows scored again at a smaller row's n (``curves.py same-n``), beside that row."""
+    extra = [json.loads(p.read_text()) for p in sorted((CURVES / "same-n").glob("row-*.json"))]
+    lines = []
+    for n in sorted({r["n"] for r in extra}):
+        order = [name for name, *_ in ROWS]
+        mine = [r for r in rows if r["n"] == n] + [r for r in extra if r["n"] == n]
+        mine.sort(key=lambda r: order.index(r["row"]))
+        lines += [
+            "",
+            f"## At n = {n}, beside the row measured there",
+            "",
+            "At small n both FD and recall are biased upwards, so a row measured at n = "
+            f"{n} compares only with rows scored at the same n: `python benchmarks/curves.py "
+            f"same-n --n {n} --rows ...` (seeds 0..{n - 1}, the last point, untimed).",
+            "",
+            "| row | at (min) | FD ↓ | KID×1e3 ↓ | precision | recall | n |",
+            "|---|---|---|---|---|---|---|",
+            *(
+                f"| {r['row']} | {r['point_minutes']:g} | {r['fd']:.2f} | "
+                f"{r['kid_mean'] * 1e3:.1f} | {r['precision']:.3f} | {r['recall']:.3f} | {n} |"
+                for r in mine
+            ),  # fmt: skip
+        ]
+        if n in floors:
+            f = floors[n]
+            lines += ["", f"Floor at n = {n}: FD {f['fd']:.2f}, recall {f['recall']:.3f}."]
+    return lines
 
 
 def cost_units() -> dict:

@@ -52,6 +52,23 @@ def test_missing_lists_every_unmeasured_pair(curves, report):
     assert len(gaps) == 2 * len(curves.ROWS) - 1
 
 
+def test_a_small_n_row_is_set_beside_rows_scored_at_its_n_only(report, tmp_path, monkeypatch):
+    def row(name, n, fd):
+        return {"row": name, "n": n, "fd": fd, "kid_mean": 0.0, "precision": 0.5,
+                "recall": 0.5, "point_minutes": 45.0}  # fmt: skip
+
+    (tmp_path / "same-n").mkdir()
+    extra = row("udpm-exact", 200, 10.5)
+    (tmp_path / "same-n" / "row-udpm-exact@45-n200.json").write_text(json.dumps(extra))
+    monkeypatch.setattr(report, "CURVES", tmp_path)
+    rows = [row("ddpm-ancestral-1000", 200, 7.8), row("udpm-exact", 2000, 11.1)]
+    lines = report.same_n_lines(rows, {200: {"fd": 1.0, "recall": 0.9}})
+    table = [line for line in lines if line.startswith("| ") and "FD" not in line]
+    assert [line.split(" | ")[2] for line in table] == ["10.50", "7.80"]  # ROWS order, n = 200
+    assert any("Floor at n = 200: FD 1.00" in line for line in lines)
+    assert "11.10" not in "\n".join(lines)  # the n = 2,000 row stays out
+
+
 def _method(preset, **sets):
     from udpm.config import preset_config
     from udpm.config.overrides import apply_overrides
