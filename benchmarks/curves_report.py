@@ -287,7 +287,8 @@ def plot(rows, split: dict, path: Path) -> None:
         # Rows at nearly the same point (exact and scalar UDPM) get their labels stacked.
         below = sum(_near(xy, other) for other in placed)
         placed.append(xy)
-        b.annotate(f"{name} (R={last['recall']:.2f})", xy, fontsize=7,
+        at_n = f", n={last['n']}" if last["n"] != rows[0]["n"] else ""  # its FD is at its n
+        b.annotate(f"{name} (R={last['recall']:.2f}{at_n})", xy, fontsize=7,
                    xytext=(4, 3 - 8 * below), textcoords="offset points")  # fmt: skip
     for ax in (a, b):
         ax.set_yscale("log")
