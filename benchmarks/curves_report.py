@@ -28,7 +28,7 @@ def report_stage(args) -> None:
     (HERE / "CURVES.md").write_text("\n".join(lines) + "\n")
     result = {"rows": rows, "floors": floors, "split_floor": split, "points": args.points,
               "cost_units": units,
-              "missing": missing(rows, args)}  # fmt: skip
+              "missing": missing(rows, args), "same_n": same_n_rows()}  # fmt: skip
     (HERE / "curves.json").write_text(json.dumps(result, indent=2))
     plot(rows, split, HERE / "curves.png")
     update_readme(rows, floors, args, split)
@@ -122,9 +122,13 @@ def markdown(rows, floors, units, args) -> list[str]:
                                                  *latency_lines(rows)]  # fmt: skip
 
 
+def same_n_rows() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((CURVES / "same-n").glob("row-*.json"))]
+
+
 def same_n_lines(rows, floors) -> list[str]:
     """Rows scored again at a smaller row's n (``curves.py same-n``), beside that row."""
-    extra = [json.loads(p.read_text()) for p in sorted((CURVES / "same-n").glob("row-*.json"))]
+    extra = same_n_rows()
     lines = []
     for n in sorted({r["n"] for r in extra}):
         order = [name for name, *_ in ROWS]
