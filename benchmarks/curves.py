@@ -166,8 +166,6 @@ def all_stage(args) -> None:
 
 
 def eval_stage(args) -> None:
-    import udpm
-
     for name, method, kwargs, n_row in ROWS:
         if args.rows and name not in args.rows:
             continue
@@ -176,13 +174,11 @@ def eval_stage(args) -> None:
             if out.exists() and not args.force:
                 continue
             stage1 = autoencoder_minutes() if method == "ldm" else 0.0  # one clock per system
-            path = checkpoint_at(run_dir(method), minutes - stage1)
-            if path is None:
+            loaded = load_row(method, kwargs, minutes - stage1)
+            if loaded is None:
                 print(f"{name} @ {minutes:g} min: no checkpoint yet; skipped")
                 continue
-            sampler = dict(kwargs)
-            scalar = sampler.pop("scalar_posterior", False)
-            pipe = udpm.load(path, **({"scalar_posterior": True} if scalar else {}))
+            path, pipe, sampler = loaded
             row = measure(pipe, sampler, n_row or args.n, args)
             row.update(row=name, method=method, point_minutes=minutes, checkpoint=str(path))
             row["train_flops_per_image"] = training_flops_per_image(method)
@@ -195,11 +191,22 @@ def eval_stage(args) -> None:
             print(f"{name} @ {minutes:g} min: FD {row['fd']:.2f} R {row['recall']:.3f}")
 
 
+def load_row(method: str, kwargs: dict, minutes: float):
+    """``(checkpoint, pipeline, sampler options)`` of a row at ``minutes`` of its run, or None."""
+    import udpm
+
+    path = checkpoint_at(run_dir(method), minutes)
+    if path is None:
+        return None
+    sampler = dict(kwargs)
+    scalar = sampler.pop("scalar_posterior", False)
+    return path, udpm.load(path, **({"scalar_posterior": True} if scalar else {})), sampler
+
+
 def same_n_stage(args) -> None:
     """Score ``--rows`` at the last point with ``--n`` samples (no timing), into ``same-n/``:
     FD and recall move with n, so a row measured at a smaller n (the 1000-step chain) is
     set beside the others at its own n, not beside their n = 2,000 numbers."""
-    import udpm
 
     minutes = max(args.points)
     for name, method, kwargs, _ in ROWS:
@@ -207,12 +214,10 @@ def same_n_stage(args) -> None:
         if (args.rows and name not in args.rows) or (out.exists() and not args.force):
             continue
         stage1 = autoencoder_minutes() if method == "ldm" else 0.0
-        path = checkpoint_at(run_dir(method), minutes - stage1)
-        if path is None:
+        loaded = load_row(method, kwargs, minutes - stage1)
+        if loaded is None:
             continue
-        sampler = dict(kwargs)
-        scalar = sampler.pop("scalar_posterior", False)
-        pipe = udpm.load(path, **({"scalar_posterior": True} if scalar else {}))
+        path, pipe, sampler = loaded
         row = score(pipe, sampler, args.n, args.seed)
         row.update(row=name, n=args.n, k=3, point_minutes=minutes, checkpoint=str(path))
         out.parent.mkdir(exist_ok=True)
