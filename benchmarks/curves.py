@@ -207,7 +207,6 @@ def same_n_stage(args) -> None:
     """Score ``--rows`` at the last point with ``--n`` samples (no timing), into ``same-n/``:
     FD and recall move with n, so a row measured at a smaller n (the 1000-step chain) is
     set beside the others at its own n, not beside their n = 2,000 numbers."""
-
     minutes = max(args.points)
     for name, method, kwargs, _ in ROWS:
         out = CURVES / "same-n" / f"row-{name}@{minutes:g}-n{args.n}.json"
