@@ -250,6 +250,24 @@ def test_feature_matching_compares_each_block_and_holds_the_real_side_fixed():
     assert feature_matching(same, same) == 0
 
 
+def test_mode_seeking_is_the_inverse_output_gap_over_input_gap():
+    """MSGAN's term (Mao et al. 2019): 1 / (mean|ŷ_a - ŷ_b| / mean|x_a - x_b| + eps), with
+    the batch's first half paired with its second; G lowers it by spreading its outputs."""
+    from udpm.objectives.udpm import mode_seeking
+
+    x = torch.tensor([0.0, 1.0, 2.0, 5.0]).reshape(4, 1, 1, 1)  # pairs (0, 2), (1, 5)
+    y = torch.tensor([0.0, 0.0, 1.0, 3.0]).reshape(4, 1, 1, 1)  # gaps 1, 3
+    expected = 1.0 / ((1.0 + 3.0) / 2 / ((2.0 + 4.0) / 2) + 1e-5)
+    torch.testing.assert_close(mode_seeking(y, x), torch.tensor(expected))
+    collapsed = mode_seeking(torch.zeros(4, 1, 1, 1), x)
+    assert collapsed > 1e4 * mode_seeking(y, x)  # identical outputs cost the most
+    y_hat = y.clone().requires_grad_(True)
+    mode_seeking(y_hat, x).backward()
+    step = y_hat - 0.1 * y_hat.grad  # a gradient step moves each pair apart
+    assert (step[2:] - step[:2]).abs().sum() > (y[2:] - y[:2]).abs().sum()
+    assert mode_seeking(torch.ones(1, 1, 1, 1), torch.ones(1, 1, 1, 1)) == 0  # no pair
+
+
 def test_lazy_r1_and_level_weights_are_validated():
     from udpm.methods.udpm import validate
 
@@ -257,6 +275,8 @@ def test_lazy_r1_and_level_weights_are_validated():
         validate(flat_config(r1_every=0))
     with pytest.raises(UDPMError, match="one entry per level"):
         validate(flat_config(level_weights=[1, 1]))
+    with pytest.raises(UDPMError, match="lambda_ms needs one entry per level"):
+        validate(flat_config(lambda_ms=[1.0]))
 
 
 def test_recipe_options_train_and_resume_exactly(tmp_path):
@@ -271,7 +291,7 @@ def test_recipe_options_train_and_resume_exactly(tmp_path):
 
     np.savez(tmp_path / "d.npz", images=images.numpy())
     # (Not instance_noise_end: it follows the run's target, which a resume here changes.)
-    options = dict(r1_every=2, d_eval_in_g_step=True, level_weights=[1, 2, 3])
+    options = dict(r1_every=2, d_eval_in_g_step=True, level_weights=[1, 2, 3], lambda_ms=[0, 0, 1])
     whole = train(
         tiny_config(tmp_path / "d.npz", steps=4, **options), tmp_path / "a", progress=False
     )

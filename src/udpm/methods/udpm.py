@@ -14,6 +14,7 @@ from udpm.objectives.udpm import (
     generator_adversarial,
     instance_noise_std,
     level_targets,
+    mode_seeking,
     r1_penalty,
 )
 
@@ -152,7 +153,7 @@ class UDPMMethod(Method):
     def _generator_loss(self, part, y_hat, scale, l, adversarial):
         """G's loss on one micro-batch: L1, perceptual and adversarial terms of level ``l``."""
         cfg = self.settings
-        _, y, t, labels, _, noise_fake = part
+        x_l, y, t, labels, _, noise_fake = part
         if y_hat is None:
             y_hat = self._generate(part, scale, grad=True)
         loss, terms = y_hat.new_zeros(()), {}
@@ -162,6 +163,9 @@ class UDPMMethod(Method):
         if cfg.lambda_perceptual[l - 1] > 0 and self.perceptual.available:
             terms["perceptual"] = self.perceptual(y_hat, y)
             loss = loss + cfg.lambda_perceptual[l - 1] * terms["perceptual"]
+        if cfg.lambda_ms[l - 1] > 0:
+            terms["ms"] = mode_seeking(y_hat, x_l)
+            loss = loss + cfg.lambda_ms[l - 1] * terms["ms"]
         if adversarial:
             # The plain D: its weights take no gradient here, so DDP has nothing to reduce.
             D, fm = self.modules["D"], cfg.lambda_fm[l - 1] > 0
@@ -250,7 +254,15 @@ def validate(config) -> None:
 
     s = config.settings
     build_process(config).check_resolution(config.resolution)
-    names = ("lambda_l1", "lambda_perceptual", "lambda_adv", "lambda_fm", "r1", "level_weights")
+    names = (
+        "lambda_l1",
+        "lambda_perceptual",
+        "lambda_adv",
+        "lambda_fm",
+        "lambda_ms",
+        "r1",
+        "level_weights",
+    )
     for name in names:
         values = getattr(s, name)
         if values is not None and len(values) != s.levels:
