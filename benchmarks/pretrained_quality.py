@@ -47,7 +47,45 @@ LONG_RULE = (
 )
 
 
+# An equal-steps test of the mode-seeking term (lambda_ms, benchmarks/TOP_LEVEL.md), written
+# and committed before any of that run's checkpoints after step 1,500 was scored.
+MS = "0.1.0+ms"
+MS_BASELINES = {"long": 12500, "0.1.0": 12250}  # the recipe without the term, nearest steps
+MS_RULE = (
+    "Rule for `0.1.0+ms`, fixed before any of its checkpoints after step 1,500 was scored: "
+    "an equal-steps test of the mode-seeking term, not a shipping candidate (the shipped "
+    "model trained 30,000 steps). Its step-12,500 checkpoint is compared with the two runs "
+    "of the same recipe without the term at their nearest scored steps (`long` at 12,500, "
+    "`0.1.0` at 12,250). The term joins the emoji32-cpu preset if its recall is at least "
+    "0.05 above both and its FD is no worse than the worse of theirs."
+)
+
+
+def ms_verdict(r: dict) -> str:
+    mine = next((x for x in r["rows"] if x["step"] == 12500), None)
+    if mine is None:
+        return "Step 12,500 not scored yet: no verdict."
+    base = []
+    for name, step in MS_BASELINES.items():
+        rows = json.loads((CURVES / f"{name}.json").read_text())["rows"]
+        base.append(next(x for x in rows if x["step"] == step))
+    recall_ok = all(mine["recall"] >= b["recall"] + 0.05 for b in base)
+    fd_ok = mine["fd"] <= max(b["fd"] for b in base)
+    against = "; ".join(
+        f"`{n}` at {b['step']}: FD {b['fd']:.2f}, recall {b['recall']:.3f}"
+        for n, b in zip(MS_BASELINES, base)
+    )
+    return (
+        f"Verdict by the rule: at 12,500 FD {mine['fd']:.2f}, recall {mine['recall']:.3f} "
+        f"({against}): recall {'clears' if recall_ok else 'does not clear'} the 0.05 margin, "
+        f"FD {'is' if fd_ok else 'is not'} within the worse baseline's; the term "
+        f"{'joins' if recall_ok and fd_ok else 'does not join'} the preset."
+    )
+
+
 def verdict(r: dict) -> str:
+    if r.get("name") == MS:
+        return ms_verdict(r)
     if r.get("name") == LONG or r.get("validation_rows"):  # chosen by validation seeds
         return long_verdict(r)
     last = r["rows"][-1]
@@ -198,6 +236,7 @@ def write_markdown(shipped: dict, others: dict) -> None:
             rule = [LONG_RULE, ""] if name == LONG else []
             lines += [*rule, *validation_table(r["validation_rows"]), verdict(r), ""]
         elif name != PREVIOUS:
+            lines += [MS_RULE, ""] if name == MS else []
             lines += [verdict(r), ""]
     lines += [
         f"Floor: FD between two random halves of emoji32 ({fl['n']} vs "
