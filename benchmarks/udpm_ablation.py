@@ -150,7 +150,7 @@ def eval_one(name: str, real, n: int, budget: int) -> dict:
         "sets": VARIANTS[name][1],
         "step": pipe.meta["step"],
         "train_minutes": round(pipe.meta.get("train_seconds", 0) / 60, 1),
-        "images_per_s": _mean_rate(metrics),
+        "images_per_s": _mean_rate([m for m in metrics if m.get("step", 0) <= budget]),
         "fd": r["fd"],
         "kid": [r["kid_mean"], r["kid_std"]] if "kid_mean" in r else None,
         "precision": r["precision"],
