@@ -26,9 +26,7 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -65,16 +63,6 @@ def train_command(name: str, steps: int, threads: int) -> list[str]:
     for s in [*TOP_ONLY, *VARIANTS[name][1], f"threads={threads}", "sample_every=500"]:
         cmd += ["--set", s]
     return cmd
-
-
-def train_one(name: str, args) -> int:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    cmd = train_command(name, args.steps, args.threads)
-    with open(CACHE / f"{name}.log", "a") as log:
-        print(f"[{name}] {' '.join(cmd[2:])}", flush=True)
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-    print(f"[{name}] exit {rc}", flush=True)
-    return rc
 
 
 def top_images(pipe, n: int):
@@ -226,11 +214,13 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     args.command = "python benchmarks/top_level.py " + " ".join(sys.argv[1:])
     if args.stage == "train":
-        names = args.variants or list(VARIANTS)
-        with ThreadPoolExecutor(args.parallel) as pool:
-            codes = list(pool.map(lambda n: train_one(n, args), names))
-        if any(codes):
-            sys.exit(f"some runs failed: {dict(zip(names, codes))}")
+        sys.path.insert(0, str(HERE))
+        from udpm_ablation import run_logged, train_all
+
+        def one(name: str) -> int:
+            return run_logged(name, train_command(name, args.steps, args.threads), CACHE)
+
+        train_all(args.variants or list(VARIANTS), one, args.parallel)
     elif args.stage == "eval":
         eval_stage(args)
     else:

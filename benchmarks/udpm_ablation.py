@@ -110,22 +110,30 @@ def train_command(name: str, plan: int, stop: int, threads: int) -> list[str]:
     return cmd
 
 
-def train_one(name: str, args) -> int:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    cmd = train_command(name, args.plan_steps, args.budget_steps, args.threads)
-    with open(CACHE / f"{name}.log", "a") as log:
+def run_logged(name: str, cmd: list[str], cache: Path) -> int:
+    """Run one training command with its output appended to ``cache/NAME.log``."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{name}.log", "a") as log:
         print(f"[{name}] {' '.join(cmd[2:])}", flush=True)
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
     print(f"[{name}] exit {rc}", flush=True)
     return rc
 
 
-def train_stage(args) -> None:
-    names = args.variants or list(VARIANTS)
-    with ThreadPoolExecutor(args.parallel) as pool:
-        codes = list(pool.map(lambda n: train_one(n, args), names))
+def train_all(names: list[str], command, parallel: int) -> None:
+    """``command(name)`` for each name, ``parallel`` at once; exit non-zero if any failed."""
+    with ThreadPoolExecutor(parallel) as pool:
+        codes = list(pool.map(command, names))
     if any(codes):
         sys.exit(f"some runs failed: {dict(zip(names, codes))}")
+
+
+def train_stage(args) -> None:
+    def one(name: str) -> int:
+        cmd = train_command(name, args.plan_steps, args.budget_steps, args.threads)
+        return run_logged(name, cmd, CACHE)
+
+    train_all(args.variants or list(VARIANTS), one, args.parallel)
 
 
 def eval_one(name: str, real, n: int, budget: int) -> dict:
