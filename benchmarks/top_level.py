@@ -54,6 +54,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         ["lambda_ms=[0.0,0.0,1.0]", "r1=[0.025,0.1,0.1]"],
     ),
     "noise-0.1": ("instance noise 0.4 -> 0.1 (same decay)", ["instance_noise=0.1"]),
+    # Third round: the first two rows again from another training seed (run-to-run spread).
+    "preset@seed1": ("preset, training seed 1", ["seed=1"]),
+    "ms1@seed1": ("ms1, training seed 1", ["lambda_ms=[0.0,0.0,1.0]", "seed=1"]),
 }
 
 
