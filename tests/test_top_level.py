@@ -1,23 +1,14 @@
 """The top-level collapse probe (benchmarks/top_level.py) and the ablation's committed rows."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from .test_curves import _load  # loads a benchmarks/ script as a module
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
