@@ -38,6 +38,7 @@ SHIPPED = {
     "shipped-final": "the shipped model's final images, taken to 8x8 by H²",
 }
 
+_MSB = ["lambda_ms=[0.0,0.0,1.0]", "ms_bounded=true"]
 # name -> (what changes, --set assignments over emoji32-cpu with the top level alone)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "preset": ("the emoji32-cpu recipe (the shipped model's)", []),
@@ -57,6 +58,16 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # Third round: the first two rows again from another training seed (run-to-run spread).
     "preset@seed1": ("preset, training seed 1", ["seed=1"]),
     "ms1@seed1": ("ms1, training seed 1", ["lambda_ms=[0.0,0.0,1.0]", "seed=1"]),
+    # Fourth round: the term bounded at the data's pair distance (ms1 overshot at seed 1),
+    # and no dropout in D, each from both training seeds, alone and together.
+    "msb1": ("bounded mode-seeking term (weight 1)", [*_MSB]),
+    "msb1@seed1": ("msb1, training seed 1", [*_MSB, "seed=1"]),
+    "no-dropout@seed1": ("no-dropout, training seed 1", ["discriminator.dropout=0.0", "seed=1"]),
+    "msb1+no-dropout": ("msb1 + no dropout in D", [*_MSB, "discriminator.dropout=0.0"]),
+    "msb1+no-dropout@seed1": (
+        "msb1 + no dropout in D, training seed 1",
+        [*_MSB, "discriminator.dropout=0.0", "seed=1"],
+    ),
 }
 
 

@@ -268,6 +268,23 @@ def test_mode_seeking_is_the_inverse_output_gap_over_input_gap():
     assert mode_seeking(torch.ones(1, 1, 1, 1), torch.ones(1, 1, 1, 1)) == 0  # no pair
 
 
+def test_bounded_mode_seeking_stops_rewarding_at_the_data_pair_distance():
+    """With the targets given, the output gap counts only up to the targets' own gap: the
+    same value as MSGAN's term below it, a constant (no gradient) above it."""
+    from udpm.objectives.udpm import mode_seeking
+
+    x = torch.tensor([0.0, 1.0, 2.0, 5.0]).reshape(4, 1, 1, 1)  # input gaps 2, 4
+    y = torch.tensor([0.0, 0.0, 1.0, 1.0]).reshape(4, 1, 1, 1)  # target gaps 1, 1
+    near = torch.tensor([0.0, 0.0, 0.5, 0.5]).reshape(4, 1, 1, 1)  # gaps below the data's
+    torch.testing.assert_close(mode_seeking(near, x, y), mode_seeking(near, x))
+    far = torch.tensor([0.0, 0.0, 3.0, 3.0]).reshape(4, 1, 1, 1).requires_grad_(True)
+    bounded = mode_seeking(far, x, y)
+    torch.testing.assert_close(bounded, mode_seeking(y, x))  # capped at the data's gap
+    bounded.backward()
+    assert far.grad.abs().sum() == 0  # no reward for spreading further
+    assert mode_seeking(far, x) < bounded  # the plain term keeps rewarding it
+
+
 def test_lazy_r1_and_level_weights_are_validated():
     from udpm.methods.udpm import validate
 
@@ -292,6 +309,7 @@ def test_recipe_options_train_and_resume_exactly(tmp_path):
     np.savez(tmp_path / "d.npz", images=images.numpy())
     # (Not instance_noise_end: it follows the run's target, which a resume here changes.)
     options = dict(r1_every=2, d_eval_in_g_step=True, level_weights=[1, 2, 3], lambda_ms=[0, 0, 1])
+    options["ms_bounded"] = True
     whole = train(
         tiny_config(tmp_path / "d.npz", steps=4, **options), tmp_path / "a", progress=False
     )

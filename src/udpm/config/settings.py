@@ -57,6 +57,7 @@ class UDPMSettings:
     # Not in the paper: the mode-seeking term of Mao et al. 2019 (MSGAN, Eq. 3), for levels
     # whose input is (almost) pure noise, where a GAN alone may collapse; 0 = off.
     lambda_ms: tuple[float, ...] = (0.0, 0.0, 0.0)
+    ms_bounded: bool = False  # no reward past the data's own pair distance (objectives.udpm)
     r1: tuple[float, ...] = (0.025, 0.1, 0.4)  # R1 weight γ on D's real inputs, per level
     # D's loss: "mean" is the authors' ½(L_real + L_fake) + (γ/2)·R1; "sum" drops the ½ on
     # the GAN terms (R1 then weighs half as much relative to them).

@@ -164,7 +164,7 @@ class UDPMMethod(Method):
             terms["perceptual"] = self.perceptual(y_hat, y)
             loss = loss + cfg.lambda_perceptual[l - 1] * terms["perceptual"]
         if cfg.lambda_ms[l - 1] > 0:
-            terms["ms"] = mode_seeking(y_hat, x_l)
+            terms["ms"] = mode_seeking(y_hat, x_l, y if cfg.ms_bounded else None)
             loss = loss + cfg.lambda_ms[l - 1] * terms["ms"]
         if adversarial:
             # The plain D: its weights take no gradient here, so DDP has nothing to reduce.
