@@ -47,9 +47,10 @@ LONG_RULE = (
 )
 
 
-# An equal-steps test of the mode-seeking term (lambda_ms, benchmarks/TOP_LEVEL.md), written
-# and committed before any of that run's checkpoints after step 1,500 was scored.
+# Equal-steps tests of the mode-seeking term (lambda_ms, benchmarks/TOP_LEVEL.md), each rule
+# written and committed before any of that run's checkpoints after step 1,500 was scored.
 MS = "0.1.0+ms"
+MSB = "0.1.0+msb"  # the bounded form (ms_bounded), after the top-level probe's fourth round
 MS_BASELINES = {"long": 12500, "0.1.0": 12250}  # the recipe without the term, nearest steps
 MS_RULE = (
     "Rule for `0.1.0+ms`, fixed before any of its checkpoints after step 1,500 was scored: "
@@ -59,6 +60,14 @@ MS_RULE = (
     "`0.1.0` at 12,250). The term joins the emoji32-cpu preset if its recall is at least "
     "0.05 above both and its FD is no worse than the worse of theirs."
 )
+EQUAL_STEP_RULES = {
+    MS: MS_RULE,
+    MSB: "Rule for `0.1.0+msb`, fixed before it trained past step 1,500: the same test and "
+    "margins as `0.1.0+ms`'s, for the bounded term (`ms_bounded=true`, weight 1 at the top "
+    "level): its step-12,500 checkpoint against `long` at 12,500 and `0.1.0` at 12,250; it "
+    "joins the emoji32-cpu preset if its recall is at least 0.05 above both and its FD is no "
+    "worse than the worse of theirs. `0.1.0+ms` is shown beside it, not part of the rule.",
+}
 
 
 def ms_verdict(r: dict) -> str:
@@ -84,7 +93,7 @@ def ms_verdict(r: dict) -> str:
 
 
 def verdict(r: dict) -> str:
-    if r.get("name") == MS:
+    if r.get("name") in EQUAL_STEP_RULES:
         return ms_verdict(r)
     if r.get("name") == LONG or r.get("validation_rows"):  # chosen by validation seeds
         return long_verdict(r)
@@ -236,7 +245,7 @@ def write_markdown(shipped: dict, others: dict) -> None:
             rule = [LONG_RULE, ""] if name == LONG else []
             lines += [*rule, *validation_table(r["validation_rows"]), verdict(r), ""]
         elif name != PREVIOUS:
-            lines += [MS_RULE, ""] if name == MS else []
+            lines += [EQUAL_STEP_RULES[name], ""] if name in EQUAL_STEP_RULES else []
             lines += [verdict(r), ""]
     lines += [
         f"Floor: FD between two random halves of emoji32 ({fl['n']} vs "

@@ -9,6 +9,11 @@ level (Algorithm 1); the whole-step figure averages the three levels, as uniform
 sampling does. Per level the *mean* step time is used: lazy R1 makes one step in k dearer,
 and a median would hide it (use a multiple of ``r1_every`` for ``--steps``). Writes
 ``benchmarks/train_speed.json``.
+
+    python benchmarks/train_speed.py --variants 0.1.0 --accel --out train_speed_accel.json
+
+adds the first variant compiled (``udpm train --compile``), in bf16 autocast
+(``--set amp=bf16``) and with channels_last weights, timed in the same alternation.
 """
 
 from __future__ import annotations
@@ -24,15 +29,28 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+ACCEL = ("compile", "bf16", "channels_last")  # --accel: the first variant run these ways
 
 
-def build(preset: str, sets: list[str]):
+def build(preset: str, sets: list[str], accel: str = "eager"):
+    """The preset with ``sets`` applied, as a UDPM trainer; ``accel``: ``eager``, ``compile``
+    (G's training forward through torch.compile, as ``udpm train --compile``), ``bf16``
+    (bf16 autocast, as ``--set amp=bf16``) or ``channels_last`` (G's and D's weights)."""
     from udpm.config import preset_config
     from udpm.config.overrides import apply_overrides
     from udpm.methods.udpm import UDPMMethod
 
     config = apply_overrides(preset_config(preset), sets)
-    return config, UDPMMethod(config, "cpu")
+    dtype = torch.bfloat16 if accel == "bf16" else None
+    method = UDPMMethod(config, "cpu", autocast_dtype=dtype)
+    if accel == "compile":
+        from udpm.accel import compile_network
+
+        method.nets["G"] = compile_network(method.net("G"))
+    if accel == "channels_last":  # weights in NHWC: oneDNN then runs the convs in NHWC
+        for module in method.modules.values():
+            module.to(memory_format=torch.channels_last)
+    return config, method
 
 
 def time_level(methods: dict, x0, level: int, warmup: int, steps: int) -> dict:
@@ -66,14 +84,25 @@ def main() -> None:
     )
     p.add_argument("--steps", type=int, default=32, help="timed steps per level")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per level")
+    p.add_argument(
+        "--accel",
+        action="store_true",
+        help="also time the first variant compiled, in bf16 and channels_last (the first call "
+        "per level compiles, minutes on a CPU; it falls in the warm-up)",
+    )
+    p.add_argument("--out", default="train_speed.json", help="results file in benchmarks/")
     args = p.parse_args()
 
-    built = {v: build(args.preset, VARIANTS[v][1]) for v in args.variants}
+    rows = {v: (VARIANTS[v][1], "eager") for v in args.variants}
+    if args.accel:
+        first = args.variants[0]
+        rows |= {f"{first}@{a}": (VARIANTS[first][1], a) for a in ACCEL}
+    built = {v: build(args.preset, sets, accel) for v, (sets, accel) in rows.items()}
     config = next(iter(built.values()))[0]
     torch.manual_seed(0)
     x0 = torch.rand(config.batch_size, config.channels, config.resolution, config.resolution)
     x0 = x0 * 2 - 1
-    per_level = {v: {} for v in args.variants}
+    per_level = {v: {} for v in rows}
     methods = {v: method for v, (_, method) in built.items()}
     for level in range(1, config.settings.levels + 1):
         seconds = time_level(methods, x0, level, args.warmup, args.steps)
@@ -91,17 +120,18 @@ def main() -> None:
     for v, levels in per_level.items():
         whole = 1 / statistics.mean(1 / r for r in levels.values())
         result["variants"][v] = {
-            "sets": VARIANTS[v][1],
+            "sets": rows[v][0],
+            "accel": rows[v][1],
             "levels": levels,
             "whole_step_images_per_s": whole,
         }
         print(f"{v:28s} whole step (uniform levels): {whole:.1f} images/s")
     base = result["variants"][args.variants[0]]["whole_step_images_per_s"]
-    for v in args.variants[1:]:
+    for v in list(rows)[1:]:
         ratio = result["variants"][v]["whole_step_images_per_s"] / base
         result["variants"][v]["speedup_over_first"] = ratio
         print(f"{v} is {ratio:.2f}x the speed of {args.variants[0]}")
-    (HERE / "train_speed.json").write_text(json.dumps(result, indent=2))
+    (HERE / args.out).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -86,6 +86,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "the 0.1.0 recipe + the mode-seeking term at the top level (weight 1)",
         _over_old(lambda_ms="[0.0,0.0,1.0]"),
     ),
+    # Added after the probe's fourth round: the term bounded at the data's pair distance
+    # spread the top level alike from both training seeds, where the plain term overshot.
+    "0.1.0+msb": (
+        "the 0.1.0 recipe + the bounded mode-seeking term at the top level (weight 1)",
+        _over_old(lambda_ms="[0.0,0.0,1.0]", ms_bounded="true"),
+    ),
 }
 
 

@@ -118,9 +118,11 @@ def test_long_candidate_ships_by_validation_seeds_not_by_reported_ones():
     assert "step 37500" in pq.verdict(mine)
 
 
-def test_mode_seeking_run_joins_the_preset_only_past_both_baselines():
+@pytest.mark.parametrize("name", ["0.1.0+ms", "0.1.0+msb"])
+def test_mode_seeking_run_joins_the_preset_only_past_both_baselines(name):
     """The rule reads the two committed baseline curves at their named steps."""
     pq = _load("pretrained_quality")
+    assert name in pq.EQUAL_STEP_RULES
     base = [
         next(x for x in json.loads((pq.CURVES / f"{n}.json").read_text())["rows"] if x["step"] == s)
         for n, s in pq.MS_BASELINES.items()
@@ -128,9 +130,9 @@ def test_mode_seeking_run_joins_the_preset_only_past_both_baselines():
     best_recall, worse_fd = max(b["recall"] for b in base), max(b["fd"] for b in base)
 
     def run(fd, recall):
-        return {"name": pq.MS, "rows": [{"step": 12500, "fd": fd, "recall": recall}]}
+        return {"name": name, "rows": [{"step": 12500, "fd": fd, "recall": recall}]}
 
     assert "joins the preset" in pq.verdict(run(worse_fd, best_recall + 0.06))
     assert "does not join" in pq.verdict(run(worse_fd, best_recall + 0.04))
     assert "does not join" in pq.verdict(run(worse_fd + 0.1, best_recall + 0.2))
-    assert "no verdict" in pq.verdict({"name": pq.MS, "rows": [{"step": 10000}]})
+    assert "no verdict" in pq.verdict({"name": name, "rows": [{"step": 10000}]})
