@@ -50,7 +50,7 @@ LONG_RULE = (
 # Equal-steps tests of the mode-seeking term (lambda_ms, benchmarks/TOP_LEVEL.md), each rule
 # written and committed before any of that run's checkpoints after step 1,500 was scored.
 MS = "0.1.0+ms"
-MSB = "0.1.0+msb"  # the bounded form (ms_bounded), after the top-level probe's fourth round
+MSB = "0.1.0+msb+nodrop"  # the bounded form, D without dropout (top-level probe, round 4)
 MS_BASELINES = {"long": 12500, "0.1.0": 12250}  # the recipe without the term, nearest steps
 MS_RULE = (
     "Rule for `0.1.0+ms`, fixed before any of its checkpoints after step 1,500 was scored: "
@@ -62,11 +62,13 @@ MS_RULE = (
 )
 EQUAL_STEP_RULES = {
     MS: MS_RULE,
-    MSB: "Rule for `0.1.0+msb`, fixed before it trained past step 1,500: the same test and "
-    "margins as `0.1.0+ms`'s, for the bounded term (`ms_bounded=true`, weight 1 at the top "
-    "level): its step-12,500 checkpoint against `long` at 12,500 and `0.1.0` at 12,250; it "
-    "joins the emoji32-cpu preset if its recall is at least 0.05 above both and its FD is no "
-    "worse than the worse of theirs. `0.1.0+ms` is shown beside it, not part of the rule.",
+    MSB: "Rule for `0.1.0+msb+nodrop`, fixed before it trained past step 1,500: the same "
+    "test and margins as `0.1.0+ms`'s, for the bounded term (`ms_bounded=true`, weight 1 at "
+    "the top level) with no dropout in D (the choice the top-level probe's fourth round made "
+    "by its rule): its step-12,500 checkpoint against `long` at 12,500 and `0.1.0` at "
+    "12,250; the two changes join the emoji32-cpu preset if its recall is at least 0.05 "
+    "above both and its FD is no worse than the worse of theirs. `0.1.0+ms` is shown "
+    "beside it, not part of the rule.",
 }
 
 

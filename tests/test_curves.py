@@ -118,7 +118,7 @@ def test_long_candidate_ships_by_validation_seeds_not_by_reported_ones():
     assert "step 37500" in pq.verdict(mine)
 
 
-@pytest.mark.parametrize("name", ["0.1.0+ms", "0.1.0+msb"])
+@pytest.mark.parametrize("name", ["0.1.0+ms", "0.1.0+msb+nodrop"])
 def test_mode_seeking_run_joins_the_preset_only_past_both_baselines(name):
     """The rule reads the two committed baseline curves at their named steps."""
     pq = _load("pretrained_quality")
