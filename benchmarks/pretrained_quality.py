@@ -25,8 +25,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 CURVES = HERE / "pretrained_curves"  # one JSON per trained run, by name
-SHIPPED = "long"  # the run whose checkpoint is the packaged model (chosen by LONG_RULE)
-PREVIOUS = "0.1.0"  # the run shipped before it (its last checkpoint), kept for comparison
+SHIPPED = "0.1.0+msb+nodrop"  # the run whose checkpoint is packaged (by MSB_SHIP_RULE)
+# The runs shipped before it, newest first, with the checkpoint each shipped; kept to compare.
+PREVIOUS = {"long": "step 30,000, chosen by its rule", "0.1.0": "its last checkpoint"}
 # Written before the run trained, and not changed after: which checkpoint ships.
 SHIPPING_RULE = (
     "Shipping rule, fixed before any candidate trained: ship a candidate run's last "
@@ -280,7 +281,7 @@ def write_markdown(shipped: dict, others: dict) -> None:
             rule = [LONG_RULE, ""] if name == LONG else []
             rule += [EQUAL_STEP_RULES[name], ""] if name in EQUAL_STEP_RULES else []
             lines += [*rule, *validation_table(r["validation_rows"]), verdict(r), ""]
-        elif name != PREVIOUS:
+        elif name not in PREVIOUS:
             lines += [EQUAL_STEP_RULES[name], ""] if name in EQUAL_STEP_RULES else []
             lines += [verdict(r), ""]
     lines += [
@@ -295,8 +296,8 @@ def write_markdown(shipped: dict, others: dict) -> None:
 def section_title(name: str, r: dict) -> str:
     if name == SHIPPED:
         return f"Shipped: {name}, step {chosen(r)['step']:,}"
-    if name == PREVIOUS:
-        return f"Shipped before: {name} (its last checkpoint, until `{SHIPPED}` replaced it)"
+    if name in PREVIOUS:
+        return f"Shipped before: {name} ({PREVIOUS[name]})"
     return f"Retrain candidate: {name}"
 
 
@@ -338,7 +339,7 @@ def plot(shipped: dict, others: dict) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     curves = [(f"{SHIPPED} (shipped)", shipped, "s-")] + [
-        (f"{name} (shipped before)" if name == PREVIOUS else name, r, "o--")
+        (f"{name} (shipped before)" if name in PREVIOUS else name, r, "o--")
         for name, r in others.items()
     ]
     for label, r, style in curves:

@@ -463,7 +463,10 @@ def results_markdown(rows, floor, flops, args) -> list[str]:
         "Every row: the emoji32-cpu U-Net (same width and depth), the same data, FD/precision"
         "/recall in the shipped emoji32 feature network against all 3,781 images, the same "
         "number of samples (`n`). ms/image is the median of repeated batch-64 runs on this "
-        "CPU, measured in the same `eval` run as the other rows.",
+        "CPU, measured in the same `eval` run as the other rows, except the `(shipped)` "
+        "rows: they are re-measured alone whenever the shipped model changes, so their "
+        "ms/image come from a later run (the same network as the `udpm` rows; compare "
+        "FLOPs, not ms, across that line).",
         "",
         "| method | sampler | NFE | FLOPs/image | ms/image (b64) | FD ↓ | precision ↑ | recall ↑ "
         "| bpd ↓ (held out) | n | training |",
