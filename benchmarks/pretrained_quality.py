@@ -85,7 +85,10 @@ MSB_SHIP_RULE = (
     "checkpoints every 2,500 steps up to 12,500, the lowest FD on validation seeds "
     "100000..101999 (n = 2,000) replaces the shipped model if that FD is below the shipped "
     "model's own validation FD (6.74, `long` at 30,000); its reported-seed scores are "
-    "quoted. The preset question is separate (the rule above)."
+    "quoted. The preset question is separate (the rule above). Extended before the run "
+    "trained past 12,500 (it had shipped step 12,500 by then): the run continues to 20,000 "
+    "steps, and the lowest validation FD among all its checkpoints every 2,500 steps up to "
+    "20,000 is the one shipped."
 )
 SHIPPED_VALIDATION_FD = 6.74  # long.json's validation row at step 30,000 (chosen(long))
 
