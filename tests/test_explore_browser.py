@@ -190,7 +190,14 @@ def test_interpolate_and_swap_in_a_real_browser(server, browser):
     browser.find_element(By.CSS_SELECTOR, '#grid img[data-seed="3"]').click()
     wait.until(lambda d: d.find_element(By.ID, "partner-info").text == "seed 3")
     mix = browser.find_element(By.ID, "mix")
-    ActionChains(browser).click_and_hold(mix).move_by_offset(400, 0).release().perform()
+
+    def drag_to_end(d) -> bool:
+        # On a loaded machine the synthetic drag is sometimes dropped before the page
+        # handles it (the slider stays at 0); dragging again is what a user would do.
+        ActionChains(d).click_and_hold(mix).move_by_offset(400, 0).release().perform()
+        return mix.get_attribute("value") == "1"
+
+    wait.until(drag_to_end)
     wait.until(settled)
     assert mix.get_attribute("value") == "1"
     assert np.array_equal(pixels(image(browser)), alone(3))
