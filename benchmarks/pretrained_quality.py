@@ -86,9 +86,10 @@ MSB_SHIP_RULE = (
     "100000..101999 (n = 2,000) replaces the shipped model if that FD is below the shipped "
     "model's own validation FD (6.74, `long` at 30,000); its reported-seed scores are "
     "quoted. The preset question is separate (the rule above). Extended before the run "
-    "trained past 12,500 (it had shipped step 12,500 by then): the run continues to 20,000 "
-    "steps, and the lowest validation FD among all its checkpoints every 2,500 steps up to "
-    "20,000 is the one shipped."
+    "trained past 12,500 (it had shipped step 12,500 by then): the run continues to 17,500 "
+    "steps (20,000 at first, cut to what the session's time allowed before any checkpoint "
+    "past 12,500 was scored), and the lowest validation FD among all its checkpoints every "
+    "2,500 steps up to 17,500 is the one shipped."
 )
 SHIPPED_VALIDATION_FD = 6.74  # long.json's validation row at step 30,000 (chosen(long))
 
