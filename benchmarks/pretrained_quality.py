@@ -299,7 +299,9 @@ def write_markdown(shipped: dict, others: dict) -> None:
 
 def section_title(name: str, r: dict) -> str:
     if name == SHIPPED:
-        return f"Shipped: {name}, step {chosen(r)['step']:,}"
+        # Between a reported-seed curve and its validation scores the choice is not made yet.
+        step = chosen(r)["step"] if r.get("validation_rows") else r["rows"][-1]["step"]
+        return f"Shipped: {name}, step {step:,}"
     if name in PREVIOUS:
         return f"Shipped before: {name} ({PREVIOUS[name]})"
     return f"Retrain candidate: {name}"
