@@ -60,11 +60,12 @@ def mode_seeking(
     half = y_hat.shape[0] // 2
     if half == 0:
         return y_hat.new_zeros(())
-    out_gap = (y_hat[:half] - y_hat[half : 2 * half]).abs().mean()
-    if y is not None:
-        out_gap = torch.minimum(out_gap, (y[:half] - y[half : 2 * half]).abs().mean().detach())
-    in_gap = (x_l[:half] - x_l[half : 2 * half]).abs().mean().clamp_min(eps)
-    return 1.0 / (out_gap / in_gap + eps)
+
+    def gap(t: torch.Tensor) -> torch.Tensor:  # mean distance between the paired halves
+        return (t[:half] - t[half : 2 * half]).abs().mean()
+
+    out_gap = gap(y_hat) if y is None else torch.minimum(gap(y_hat), gap(y).detach())
+    return 1.0 / (out_gap / gap(x_l).clamp_min(eps) + eps)
 
 
 class Perceptual:
