@@ -89,7 +89,10 @@ MSB_SHIP_RULE = (
     "trained past 12,500 (it had shipped step 12,500 by then): the run continues to 17,500 "
     "steps (20,000 at first, cut to what the session's time allowed before any checkpoint "
     "past 12,500 was scored), and the lowest validation FD among all its checkpoints every "
-    "2,500 steps up to 17,500 is the one shipped."
+    "2,500 steps up to 17,500 is the one shipped. Extended again before it trained past "
+    "17,500 (step 17,500 shipped by then): the run continues to 27,500 steps (cut earlier "
+    "only for the session's time, decided before any checkpoint past 17,500 is scored), and "
+    "the lowest validation FD among all its checkpoints every 2,500 steps is the one shipped."
 )
 
 
