@@ -96,6 +96,40 @@ MSB_SHIP_RULE = (
 )
 
 
+# The step-cost target's quality check, written and committed before that run trained.
+LAZY = "0.1.0+msb+nodrop+lazy"
+LAZY_STEPS = (5000, 7500)
+LAZY_RULE = (
+    "Rule for `0.1.0+msb+nodrop+lazy`, fixed before it trained: an equal-steps test of lazy "
+    "R1 (every 16 steps, weighted by 16) on the shipped recipe, for the step-cost target. "
+    "It trains to 7,500 steps on two processes of one thread each (torchrun, the same global "
+    "batch; `train_processes.py` says why that trains the same model). Its FD and recall on "
+    "the reported seeds, averaged over steps 5,000 and 7,500, are set against the shipped "
+    "run's at the same steps: lazy R1 keeps the quality if its mean FD is at most 1.15× the "
+    "shipped run's and its mean recall at most 0.03 below. One training seed each, so only "
+    "differences larger than that can be seen."
+)
+
+
+def lazy_verdict(r: dict) -> str:
+    def means(rows: list[dict]) -> tuple[float, float] | None:
+        picked = [x for x in rows if x["step"] in LAZY_STEPS]
+        if len(picked) < len(LAZY_STEPS):
+            return None
+        return tuple(sum(x[k] for x in picked) / len(picked) for k in ("fd", "recall"))
+
+    mine = means(r["rows"])
+    if mine is None:
+        return "Steps 5,000 and 7,500 not both scored yet: no verdict."
+    base = means(json.loads((CURVES / f"{MSB}.json").read_text())["rows"])
+    ok = mine[0] <= 1.15 * base[0] and mine[1] >= base[1] - 0.03
+    return (
+        f"Verdict by the rule: mean FD {mine[0]:.2f}, mean recall {mine[1]:.3f} against the "
+        f"shipped run's {base[0]:.2f}, {base[1]:.3f} (FD bar {1.15 * base[0]:.2f}, recall bar "
+        f"{base[1] - 0.03:.3f}): lazy R1 {'keeps' if ok else 'does not keep'} the quality."
+    )
+
+
 def msb_ship_verdict(r: dict) -> str:
     if not r.get("validation_rows"):
         return "Not scored on validation seeds yet: no shipping verdict."
@@ -137,6 +171,8 @@ def ms_verdict(r: dict) -> str:
 def verdict(r: dict) -> str:
     if r.get("name") == MSB:
         return f"{ms_verdict(r)}\n\n{MSB_SHIP_RULE}\n\n{msb_ship_verdict(r)}"
+    if r.get("name") == LAZY:
+        return lazy_verdict(r)
     if r.get("name") in EQUAL_STEP_RULES:
         return ms_verdict(r)
     if r.get("name") == LONG or r.get("validation_rows"):  # chosen by validation seeds
@@ -227,13 +263,14 @@ def curve(args) -> None:
         files = [p for p in files if int(p.stem.split("-")[1]) % args.every == 0]
     else:
         files = files[:: max(1, len(files) // args.points)] + files[-1:] if files else []
-    rows = [measure(p, real, args.n, args.seed) for p in dict.fromkeys(files)]
+    out = CURVES / f"{args.name}.json"
+    done = scored(out, args) if args.reuse else {}
+    rows = [done.get(p.name) or measure(p, real, args.n, args.seed) for p in dict.fromkeys(files)]
     for r in rows:
         print(
             f"step {r['step']:6d}  {r['train_minutes']:6.1f} min  FD {r['fd']:.2f}  "
             f"P {r['precision']:.3f}  R {r['recall']:.3f}"
         )
-    out = CURVES / f"{args.name}.json"
     if args.validation:  # kept beside the reported rows, only for the shipping choice
         if not out.exists():
             raise SystemExit(f"{out} does not exist: run the reported-seed curve first")
@@ -253,6 +290,16 @@ def curve(args) -> None:
     CURVES.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     report()
+
+
+def scored(out: Path, args) -> dict[str, dict]:
+    """Rows already in ``out`` for the same seeds and n, by checkpoint file name: a run's
+    checkpoints do not change once written, and sampling on the CPU is deterministic."""
+    if not out.exists():
+        return {}
+    result = json.loads(out.read_text())
+    rows = result.get("validation_rows" if args.validation else "rows", [])
+    return {x["checkpoint"]: x for x in rows if (x["n"], x["seed"]) == (args.n, args.seed)}
 
 
 def report() -> None:
@@ -287,6 +334,7 @@ def write_markdown(shipped: dict, others: dict) -> None:
         lines += [*curve_table(r["rows"], fl["fd"]), ""]
         rule = [LONG_RULE, ""] if name == LONG else []
         rule += [EQUAL_STEP_RULES[name], ""] if name in EQUAL_STEP_RULES else []
+        rule += [LAZY_RULE, ""] if name == LAZY else []
         if r.get("validation_rows"):
             lines += [*rule, *validation_table(r["validation_rows"]), verdict(r), ""]
         elif name not in PREVIOUS:
@@ -401,6 +449,8 @@ def main() -> None:
     p.add_argument("--name", default=SHIPPED, help="curve: the run's name in pretrained_curves/")
     p.add_argument("--every", type=int, default=0, help="curve: every checkpoint at this spacing")
     p.add_argument("--seed", type=int, default=0, help="curve: first sampling seed")
+    p.add_argument("--reuse", action="store_true",
+                   help="curve: keep rows scored before (same files, n, seeds)")  # fmt: skip
     p.add_argument("--validation", action="store_true",
                    help="curve: store as the validation scores (the choice)")  # fmt: skip
     args = p.parse_args()

@@ -10,7 +10,9 @@ model) and changes the settings named in ``VARIANTS``; all are planned as runs o
 and stopped at ``--budget-steps`` with ``--stop-at``, same seed and data. The winner is
 continued to the planned length with ``train --variants NAME --budget-steps 13000``: the
 same run, so the shipped model's first steps are the ablation's. Every 500th checkpoint is
-kept for the curve (``pretrained_quality.py curve --history RUN/checkpoints``).
+kept for the curve (``pretrained_quality.py curve --history RUN/checkpoints``). With
+``--processes P`` a run trains under torchrun, P processes of ``--threads`` each, on the
+same global batch.
 
 ``eval`` scores each run's last EMA checkpoint like ``pretrained_quality.py``: FD, KID,
 precision and recall (k = 3) of 2,000 samples (seeds 0..1999) against all 3,781 emoji in
@@ -94,6 +96,16 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "dropout in D",
         _over_old(lambda_ms="[0.0,0.0,1.0]", ms_bounded="true", **{"discriminator.dropout": "0.0"}),
     ),
+    # Added for the step-cost target: the cheaper D step on the recipe that shipped.
+    "0.1.0+msb+nodrop+lazy": (
+        "0.1.0+msb+nodrop + lazy R1 every 16 steps (weighted by 16)",
+        _over_old(
+            lambda_ms="[0.0,0.0,1.0]",
+            ms_bounded="true",
+            r1_every="16",
+            **{"discriminator.dropout": "0.0"},
+        ),
+    ),
 }
 
 
@@ -108,9 +120,15 @@ WINNER_RULE = (
 BOOKKEEPING = ["keep=100", "checkpoint_every=500"]
 
 
-def train_command(name: str, plan: int, stop: int, threads: int) -> list[str]:
+def train_command(name: str, plan: int, stop: int, threads: int, processes: int = 1) -> list[str]:
+    """``udpm train`` for one variant; with ``processes`` > 1 under torchrun (gloo DDP,
+    the same global batch: see ``train_processes.py`` for why that trains the same model)."""
     sets = [*VARIANTS[name][1], *BOOKKEEPING, f"threads={threads}"]
-    cmd = [sys.executable, "-m", "udpm.cli", "train", "--preset", "emoji32-cpu"]
+    cmd = [sys.executable, "-m", "udpm.cli"]
+    if processes > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        cmd += [f"--nproc_per_node={processes}", "-m", "udpm.cli"]
+    cmd += ["train", "--preset", "emoji32-cpu"]
     cmd += ["--out", str(CACHE / name), "--steps", str(plan), "--stop-at", str(stop)]
     cmd += ["--auto-resume", "--no-progress"]
     for s in sets:
@@ -138,7 +156,7 @@ def train_all(names: list[str], command, parallel: int) -> None:
 
 def train_stage(args) -> None:
     def one(name: str) -> int:
-        cmd = train_command(name, args.plan_steps, args.budget_steps, args.threads)
+        cmd = train_command(name, args.plan_steps, args.budget_steps, args.threads, args.processes)
         return run_logged(name, cmd, CACHE)
 
     train_all(args.variants or list(VARIANTS), one, args.parallel)
@@ -323,7 +341,13 @@ def main() -> None:
     )
     p.add_argument("--plan-steps", type=int, default=13000, help="planned run length (train)")
     p.add_argument("--parallel", type=int, default=2, help="runs at once (train)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per run (train)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (train)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="processes per run under torchrun, one global batch (train)",
+    )
     p.add_argument("--n", type=int, default=2000, help="samples per row (eval)")
     p.add_argument("--force", action="store_true", help="re-evaluate cached rows (eval)")
     args = p.parse_args()

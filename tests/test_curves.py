@@ -136,3 +136,25 @@ def test_mode_seeking_run_joins_the_preset_only_past_both_baselines(name):
     assert "does not join" in pq.verdict(run(worse_fd, best_recall + 0.04))
     assert "does not join" in pq.verdict(run(worse_fd + 0.1, best_recall + 0.2))
     assert "no verdict" in pq.verdict({"name": name, "rows": [{"step": 10000}]})
+
+
+def test_lazy_r1_keeps_the_quality_only_within_both_margins():
+    """The rule reads the shipped run's committed curve at steps 5,000 and 7,500."""
+    pq = _load("pretrained_quality")
+    base = [
+        x
+        for x in json.loads((pq.CURVES / f"{pq.MSB}.json").read_text())["rows"]
+        if x["step"] in pq.LAZY_STEPS
+    ]
+    fd = sum(x["fd"] for x in base) / 2
+    recall = sum(x["recall"] for x in base) / 2
+
+    def run(fds, recalls):
+        rows = [{"step": s, "fd": f, "recall": r} for s, f, r in zip(pq.LAZY_STEPS, fds, recalls)]
+        return {"name": pq.LAZY, "rows": rows}
+
+    # The means are judged, not each step: one step far above the bar, the other below it.
+    assert "keeps the quality" in pq.verdict(run([fd, 1.28 * fd], [recall, recall - 0.05]))
+    assert "does not keep" in pq.verdict(run([1.2 * fd, 1.2 * fd], [recall, recall]))
+    assert "does not keep" in pq.verdict(run([fd, fd], [recall - 0.04, recall - 0.04]))
+    assert "no verdict" in pq.verdict({"name": pq.LAZY, "rows": [{"step": 5000}]})
