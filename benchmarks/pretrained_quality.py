@@ -287,6 +287,9 @@ def curve(args) -> None:
         f"--n {args.n} --points {args.points} --every {args.every} --seed {args.seed}",
     }
     result.update(name=args.name, recipe=args.recipe or "")
+    if args.reuse and out.exists():  # the same run: its validation scores stay valid
+        kept = json.loads(out.read_text()).get("validation_rows")
+        result |= {"validation_rows": kept} if kept else {}
     CURVES.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     report()
