@@ -102,8 +102,9 @@ LAZY_STEPS = (5000, 7500)
 LAZY_RULE = (
     "Rule for `0.1.0+msb+nodrop+lazy`, fixed before it trained: an equal-steps test of lazy "
     "R1 (every 16 steps, weighted by 16) on the shipped recipe, for the step-cost target. "
-    "It trains to 7,500 steps on two processes of one thread each (torchrun, the same global "
-    "batch; `train_processes.py` says why that trains the same model). Its FD and recall on "
+    "It trains to 7,500 steps in one process of two threads, as the shipped run did (two "
+    "processes of one thread were planned first and dropped before it trained: "
+    "`train_processes.py` measured them no faster). Its FD and recall on "
     "the reported seeds, averaged over steps 5,000 and 7,500, are set against the shipped "
     "run's at the same steps: lazy R1 keeps the quality if its mean FD is at most 1.15× the "
     "shipped run's and its mean recall at most 0.03 below. One training seed each, so only "
