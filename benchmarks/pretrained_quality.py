@@ -92,7 +92,9 @@ MSB_SHIP_RULE = (
     "2,500 steps up to 17,500 is the one shipped. Extended again before it trained past "
     "17,500 (step 17,500 shipped by then): the run continues to 27,500 steps (cut earlier "
     "only for the session's time, decided before any checkpoint past 17,500 is scored), and "
-    "the lowest validation FD among all its checkpoints every 2,500 steps is the one shipped."
+    "the lowest validation FD among all its checkpoints every 2,500 steps is the one shipped. "
+    "Extended a third time before it trained past 27,500 (step 27,500 shipped by then): the "
+    "run continues to 32,500 steps, the same choice among all its checkpoints."
 )
 
 
