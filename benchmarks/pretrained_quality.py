@@ -267,7 +267,8 @@ def curve(args) -> None:
     else:
         files = files[:: max(1, len(files) // args.points)] + files[-1:] if files else []
     out = CURVES / f"{args.name}.json"
-    done = scored(out, args) if args.reuse else {}
+    before = json.loads(out.read_text()) if args.reuse and out.exists() else {}
+    done = scored(before, args)
     rows = [done.get(p.name) or measure(p, real, args.n, args.seed) for p in dict.fromkeys(files)]
     for r in rows:
         print(
@@ -290,21 +291,17 @@ def curve(args) -> None:
         f"--n {args.n} --points {args.points} --every {args.every} --seed {args.seed}",
     }
     result.update(name=args.name, recipe=args.recipe or "")
-    if args.reuse and out.exists():  # the same run: its validation scores stay valid
-        kept = json.loads(out.read_text()).get("validation_rows")
-        result |= {"validation_rows": kept} if kept else {}
+    if before.get("validation_rows"):  # --reuse: the same run, its validation scores hold
+        result["validation_rows"] = before["validation_rows"]
     CURVES.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     report()
 
 
-def scored(out: Path, args) -> dict[str, dict]:
-    """Rows already in ``out`` for the same seeds and n, by checkpoint file name: a run's
-    checkpoints do not change once written, and sampling on the CPU is deterministic."""
-    if not out.exists():
-        return {}
-    result = json.loads(out.read_text())
-    rows = result.get("validation_rows" if args.validation else "rows", [])
+def scored(before: dict, args) -> dict[str, dict]:
+    """Rows of the run's earlier curve file for the same seeds and n, by checkpoint file
+    name: a run's checkpoints do not change once written, and CPU sampling is deterministic."""
+    rows = before.get("validation_rows" if args.validation else "rows", [])
     return {x["checkpoint"]: x for x in rows if (x["n"], x["seed"]) == (args.n, args.seed)}
 
 

@@ -45,16 +45,12 @@ ROWS = {
 
 
 def command(row: tuple, out: Path, steps: int) -> tuple[list[str], dict]:
-    from udpm_ablation import VARIANTS
+    from udpm_ablation import VARIANTS, udpm_cli
 
     variant, extra, processes, threads = row
     sets = [*VARIANTS[variant][1], *extra, f"threads={threads}", "log_every=25"]
     sets += [f"sample_every={steps}", f"checkpoint_every={steps}"]
-    launcher = [sys.executable, "-m", "udpm.cli"]
-    if processes > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        launcher += [f"--nproc_per_node={processes}", "-m", "udpm.cli"]
-    cmd = [*launcher, "train", "--preset", "emoji32-cpu", "--out", str(out)]
+    cmd = [*udpm_cli(processes), "train", "--preset", "emoji32-cpu", "--out", str(out)]
     cmd += ["--steps", str(steps), "--no-progress"]
     for s in sets:
         cmd += ["--set", s]

@@ -52,6 +52,8 @@ def _over_old(**changes) -> list[str]:
 
 
 _AUTHORS_D = dict(instance_noise_end="0.001", d_loss="mean", d_eval_in_g_step="true")
+# The shipped model's two changes: the bounded mode-seeking term at the top, no dropout in D.
+_MSB_NODROP = {"lambda_ms": "[0.0,0.0,1.0]", "ms_bounded": "true", "discriminator.dropout": "0.0"}
 # name -> (what changes, --set assignments over emoji32-cpu). Each builds on the one above
 # unless it says otherwise, so the table reads as a path from the old recipe to the new.
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -94,17 +96,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "0.1.0+msb+nodrop": (
         "the 0.1.0 recipe + the bounded mode-seeking term at the top level (weight 1) + no "
         "dropout in D",
-        _over_old(lambda_ms="[0.0,0.0,1.0]", ms_bounded="true", **{"discriminator.dropout": "0.0"}),
+        _over_old(**_MSB_NODROP),
     ),
     # Added for the step-cost target: the cheaper D step on the recipe that shipped.
     "0.1.0+msb+nodrop+lazy": (
         "0.1.0+msb+nodrop + lazy R1 every 16 steps (weighted by 16)",
-        _over_old(
-            lambda_ms="[0.0,0.0,1.0]",
-            ms_bounded="true",
-            r1_every="16",
-            **{"discriminator.dropout": "0.0"},
-        ),
+        _over_old(**_MSB_NODROP, r1_every="16"),
     ),
 }
 
@@ -120,15 +117,20 @@ WINNER_RULE = (
 BOOKKEEPING = ["keep=100", "checkpoint_every=500"]
 
 
+def udpm_cli(processes: int = 1) -> list[str]:
+    """The command that runs ``udpm``: in this process's Python, under torchrun if
+    ``processes`` > 1 (gloo DDP on a CPU)."""
+    if processes == 1:
+        return [sys.executable, "-m", "udpm.cli"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return [*torchrun, f"--nproc_per_node={processes}", "-m", "udpm.cli"]
+
+
 def train_command(name: str, plan: int, stop: int, threads: int, processes: int = 1) -> list[str]:
     """``udpm train`` for one variant; with ``processes`` > 1 under torchrun (gloo DDP,
     the same global batch: see ``train_processes.py`` for why that trains the same model)."""
     sets = [*VARIANTS[name][1], *BOOKKEEPING, f"threads={threads}"]
-    cmd = [sys.executable, "-m", "udpm.cli"]
-    if processes > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        cmd += [f"--nproc_per_node={processes}", "-m", "udpm.cli"]
-    cmd += ["train", "--preset", "emoji32-cpu"]
+    cmd = [*udpm_cli(processes), "train", "--preset", "emoji32-cpu"]
     cmd += ["--out", str(CACHE / name), "--steps", str(plan), "--stop-at", str(stop)]
     cmd += ["--auto-resume", "--no-progress"]
     for s in sets:
