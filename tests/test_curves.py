@@ -118,6 +118,25 @@ def test_long_candidate_ships_by_validation_seeds_not_by_reported_ones():
     assert "step 37500" in pq.verdict(mine)
 
 
+def test_shipped_run_chooses_the_checkpoint_nearest_both_targets():
+    """Since its fourth extension the shipped run's rule weighs FD against 5 × floor and
+    recall against 0.5, taking the worse ratio: neither target alone decides."""
+    pq = _load("pretrained_quality")
+
+    def row(step, fd, recall):
+        return {"step": step, "fd": fd, "precision": 0.7, "recall": recall}
+
+    # floor 0.4: FD 2.0 is exactly 5× the floor, recall 0.5 exactly the target.
+    val = [row(1, 2.0, 0.25), row(2, 3.0, 0.5), row(3, 2.2, 0.45)]  # ratios 2.0, 1.5, 1.11
+    run = {"name": pq.MSB, "floor": {"fd": 0.4}, "validation_rows": val,
+           "rows": [row(s, 9.0, 0.1) for s in (1, 2, 3)]}  # fmt: skip
+    assert pq.msb_chosen(run)["step"] == 3  # neither the lowest FD (1) nor the best recall (2)
+    assert pq.target_gap(row(4, 2.0, 0.5), 0.4) == pytest.approx(1.0)  # both met, just
+    assert pq.target_gap(row(5, 1.0, 0.0), 0.4) == float("inf")  # no recall, never chosen
+    assert "step 3 is nearest the targets" in pq.msb_ship_verdict(run)
+    assert "Shipped: 0.1.0+msb+nodrop, step 3" == pq.section_title(pq.SHIPPED, run)
+
+
 @pytest.mark.parametrize("name", ["0.1.0+ms", "0.1.0+msb+nodrop"])
 def test_mode_seeking_run_joins_the_preset_only_past_both_baselines(name):
     """The rule reads the two committed baseline curves at their named steps."""
