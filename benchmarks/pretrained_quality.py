@@ -105,7 +105,11 @@ MSB_SHIP_RULE = (
     "checkpoint shipped is the one nearest the issue's two targets on the "
     "validation seeds: the lowest max(FD / (5 × floor), 0.5 / recall), the worse of its "
     "two target ratios (1 or less meets both). Among the checkpoints already seen this picks "
-    "30,000 (1.25 against 1.28 for 27,500), so it was not blind to them."
+    "30,000 (1.25 against 1.28 for 27,500), so it was not blind to them. Extended a fifth "
+    "time before it trained past 47,510 (step 47,500 shipped by then): the run continues "
+    "to 55,000 steps, stopped for the session's time at the last 2,500-step checkpoint it "
+    "reaches by 16:10 UTC on 2026-12-02 (fixed now, before it resumes), with the same "
+    "choice among all its checkpoints."
 )
 TARGET_FLOOR_MULTIPLE, TARGET_RECALL = 5.0, 0.5  # issue 15's targets, at n = 2,000
 
