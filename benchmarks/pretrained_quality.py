@@ -299,6 +299,7 @@ def curve(args) -> None:
     before = json.loads(out.read_text()) if args.reuse and out.exists() else {}
     done = scored(before, args)
     rows = [done.get(p.name) or measure(p, real, args.n, args.seed) for p in dict.fromkeys(files)]
+    rows = with_rotated_out(rows, done, args.every)
     for r in rows:
         print(
             f"step {r['step']:6d}  {r['train_minutes']:6.1f} min  FD {r['fd']:.2f}  "
@@ -325,6 +326,16 @@ def curve(args) -> None:
     CURVES.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     report()
+
+
+def with_rotated_out(rows: list[dict], done: dict[str, dict], every: int) -> list[dict]:
+    """``rows`` plus the earlier rows (``--reuse``) whose checkpoint files are gone: a run's
+    ``keep`` deletes its oldest checkpoints, and their scores must not leave the curve."""
+    present = {x["checkpoint"] for x in rows}
+    gone = [
+        x for x in done.values() if x["checkpoint"] not in present and x["step"] % (every or 1) == 0
+    ]
+    return sorted(gone + rows, key=lambda x: x["step"])
 
 
 def scored(before: dict, args) -> dict[str, dict]:

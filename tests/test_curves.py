@@ -118,6 +118,22 @@ def test_long_candidate_ships_by_validation_seeds_not_by_reported_ones():
     assert "step 37500" in pq.verdict(mine)
 
 
+def test_reused_curve_keeps_the_rows_of_checkpoints_the_run_rotated_out():
+    """``curve --reuse`` after ``keep`` deleted a run's oldest checkpoints: their earlier
+    scores stay, in step order, and only steps on the ``--every`` spacing come back."""
+    pq = _load("pretrained_quality")
+
+    def row(step):
+        return {"step": step, "checkpoint": f"model-{step:07d}.safetensors", "fd": 1.0}
+
+    done = {x["checkpoint"]: x for x in map(row, (2500, 3000, 5000, 7500))}
+    rows = [row(7500), row(10000)]  # the files still there, 7,500 reused, 10,000 new
+    merged = pq.with_rotated_out(rows, done, every=2500)
+    assert [x["step"] for x in merged] == [2500, 5000, 7500, 10000]  # 3,000 is off-spacing
+    assert [x["step"] for x in pq.with_rotated_out(rows, {}, 2500)] == [7500, 10000]
+    assert len(pq.with_rotated_out(rows, done, every=0)) == 5  # no spacing: every row
+
+
 def test_shipped_run_chooses_the_checkpoint_nearest_both_targets():
     """Since its fourth extension the shipped run's rule weighs FD against 5 × floor and
     recall against 0.5, taking the worse ratio: neither target alone decides."""
