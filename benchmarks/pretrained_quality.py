@@ -109,7 +109,10 @@ MSB_SHIP_RULE = (
     "time before it trained past 47,510 (step 47,500 shipped by then): the run continues "
     "to 55,000 steps, stopped for the session's time at the last 2,500-step checkpoint it "
     "reaches by 16:10 UTC on 2026-12-02 (fixed now, before it resumes), with the same "
-    "choice among all its checkpoints."
+    "choice among all its checkpoints. Extended a sixth time before it trained past "
+    "55,000 (step 52,500 shipped by then; reported recall 0.494, 0.006 short of the "
+    "target): to 65,000 steps, stopped at the last 2,500-step checkpoint it reaches by "
+    "17:55 UTC on 2026-12-02, with the same choice among all its checkpoints."
 )
 TARGET_FLOOR_MULTIPLE, TARGET_RECALL = 5.0, 0.5  # issue 15's targets, at n = 2,000
 
