@@ -5,9 +5,10 @@
 The variants are those of ``udpm_ablation.py`` (``--set`` assignments over the preset),
 measured side by side in one run, their steps alternated one by one so that a change in
 the machine's load hits them alike. One training step = one D step and one G step at one
-level (Algorithm 1); the whole-step figure averages the three levels, as uniform level
-sampling does. Per level the *mean* step time is used: lazy R1 makes one step in k dearer,
-and a median would hide it (use a multiple of ``r1_every`` for ``--steps``). Writes
+level (Algorithm 1); the whole-step figure averages the three levels as the variant draws
+them (uniform, or its ``level_weights``). Per level the *mean* step time is used: lazy R1
+makes one step in k dearer, and a median would hide it (use a multiple of ``r1_every`` for
+``--steps``). Writes
 ``benchmarks/train_speed.json``.
 
     python benchmarks/train_speed.py --variants 0.1.0 --accel --out train_speed_accel.json
@@ -69,6 +70,15 @@ def time_level(methods: dict, x0, level: int, warmup: int, steps: int) -> dict:
     return {v: statistics.mean(t) for v, t in times.items()}
 
 
+def whole_step(levels: dict, weights) -> float:
+    """Images/s of the average step: the levels' seconds per image weighted as the variant
+    draws them (``level_weights``; None: uniform), so fewer draws of a dear level count."""
+    weights = weights or [1.0] * len(levels)
+    total = sum(weights)
+    seconds = sum(w / total / levels[level] for w, level in zip(weights, sorted(levels)))
+    return 1 / seconds
+
+
 def main() -> None:
     sys.path.insert(0, str(HERE))
     from udpm_ablation import VARIANTS
@@ -118,14 +128,14 @@ def main() -> None:
         "variants": {},
     }
     for v, levels in per_level.items():
-        whole = 1 / statistics.mean(1 / r for r in levels.values())
+        whole = whole_step(levels, built[v][0].settings.level_weights)
         result["variants"][v] = {
             "sets": rows[v][0],
             "accel": rows[v][1],
             "levels": levels,
             "whole_step_images_per_s": whole,
         }
-        print(f"{v:28s} whole step (uniform levels): {whole:.1f} images/s")
+        print(f"{v:28s} whole step (its level draws): {whole:.1f} images/s")
     base = result["variants"][args.variants[0]]["whole_step_images_per_s"]
     for v in list(rows)[1:]:
         ratio = result["variants"][v]["whole_step_images_per_s"] / base

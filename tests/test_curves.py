@@ -173,23 +173,39 @@ def test_mode_seeking_run_joins_the_preset_only_past_both_baselines(name):
     assert "no verdict" in pq.verdict({"name": name, "rows": [{"step": 10000}]})
 
 
-def test_lazy_r1_keeps_the_quality_only_within_both_margins():
-    """The rule reads the shipped run's committed curve at steps 5,000 and 7,500."""
+@pytest.mark.parametrize("name", ["0.1.0+msb+nodrop+lazy", "0.1.0+msb+nodrop+lw"])
+def test_a_cheaper_step_keeps_the_quality_only_within_both_margins(name):
+    """Each rule reads the shipped run's committed curve at its own steps (5,000 and 7,500),
+    and the candidate's at its own (equal steps for lazy R1, equal time for the level draws)."""
     pq = _load("pretrained_quality")
+    mine_steps, base_steps = pq.COST_TESTS[name]
     base = [
         x
         for x in json.loads((pq.CURVES / f"{pq.MSB}.json").read_text())["rows"]
-        if x["step"] in pq.LAZY_STEPS
+        if x["step"] in base_steps
     ]
     fd = sum(x["fd"] for x in base) / 2
     recall = sum(x["recall"] for x in base) / 2
 
     def run(fds, recalls):
-        rows = [{"step": s, "fd": f, "recall": r} for s, f, r in zip(pq.LAZY_STEPS, fds, recalls)]
-        return {"name": pq.LAZY, "rows": rows}
+        rows = [{"step": s, "fd": f, "recall": r} for s, f, r in zip(mine_steps, fds, recalls)]
+        return {"name": name, "rows": rows}
 
     # The means are judged, not each step: one step far above the bar, the other below it.
     assert "keeps the quality" in pq.verdict(run([fd, 1.28 * fd], [recall, recall - 0.05]))
     assert "does not keep" in pq.verdict(run([1.2 * fd, 1.2 * fd], [recall, recall]))
     assert "does not keep" in pq.verdict(run([fd, fd], [recall - 0.04, recall - 0.04]))
-    assert "no verdict" in pq.verdict({"name": pq.LAZY, "rows": [{"step": 5000}]})
+    assert "no verdict" in pq.verdict({"name": name, "rows": [{"step": mine_steps[0]}]})
+    if mine_steps != base_steps:  # the shipped run's steps are not the candidate's
+        rows = [{"step": s, "fd": fd, "recall": recall} for s in base_steps]
+        assert "no verdict" in pq.verdict({"name": name, "rows": rows})
+
+
+def test_whole_step_weighs_levels_as_drawn():
+    ts = _load("train_speed")
+    levels = {1: 60.0, 2: 140.0, 3: 210.0}
+    uniform = ts.whole_step(levels, None)
+    assert uniform == pytest.approx(3 / sum(1 / r for r in levels.values()))
+    assert ts.whole_step(levels, [1, 1, 1]) == pytest.approx(uniform)
+    assert ts.whole_step(levels, [0.0, 0.0, 2.0]) == pytest.approx(210.0)  # only level 3
+    assert ts.whole_step(levels, [0.1, 0.3, 0.6]) > uniform  # the dear level drawn less
