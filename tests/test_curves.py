@@ -209,3 +209,41 @@ def test_whole_step_weighs_levels_as_drawn():
     assert ts.whole_step(levels, [1, 1, 1]) == pytest.approx(uniform)
     assert ts.whole_step(levels, [0.0, 0.0, 2.0]) == pytest.approx(210.0)  # only level 3
     assert ts.whole_step(levels, [0.1, 0.3, 0.6]) > uniform  # the dear level drawn less
+
+
+def test_time_to_quality_reads_first_and_sustained_steps():
+    ttq = _load("time_to_quality")
+    rows = [
+        {"step": s, "fd": f, "recall": r}
+        for s, f, r in [(1, 9.0, 0.1), (2, 4.0, 0.3), (3, 6.0, 0.3), (4, 4.0, 0.3), (5, 3.0, 0.4)]
+    ]
+    assert ttq.reached(rows, fd=5.0, recall=0.25) == (2, 4)  # step 3 breaks the run of passes
+    assert ttq.reached(rows, fd=5.0, recall=0.35) == (5, 5)
+    assert ttq.reached(rows[:3], fd=5.0, recall=0.25) == (2, None)  # the last one fails
+    assert ttq.reached(rows, fd=1.0, recall=0.0) == (None, None)
+
+
+def test_time_to_quality_speedup_is_reference_first_over_candidate_sustained():
+    ttq = _load("time_to_quality")
+
+    def curve(points):
+        return {"rows": [{"step": s, "fd": f, "recall": r} for s, f, r in points]}
+
+    curves = {
+        "0.1.0": curve([(6500, 20.0, 0.1), (13000, 15.0, 0.25)]),
+        "long": curve([(15000, 9.0, 0.25), (30000, 6.0, 0.25), (40000, 9.0, 0.25)]),
+        "new": curve([(5000, 5.0, 0.3), (7500, 8.0, 0.2), (10000, 5.0, 0.3)]),
+    }
+    speed = {
+        "batch_size": 32,
+        "variants": {
+            "0.1.0": {"whole_step_images_per_s": 100.0},
+            "new": {"whole_step_images_per_s": 200.0},
+        },
+    }
+    out = ttq.measure(curves, speed)
+    new = next(r for r in out["long"]["rows"] if r["run"] == "new")
+    # `long` (the 0.1.0 recipe's rate) first at 30,000; `new` sustained from 10,000 at 2x.
+    assert (new["first"], new["sustained"]) == (5000, 10000)
+    assert new["speedup"] == pytest.approx((30000 / 100) / (10000 / 200))
+    assert next(r for r in out["long"]["rows"] if r["run"] == "long")["speedup"] is None
