@@ -159,7 +159,7 @@ LW_RULE = (
     "`train_speed.py` on the idle machine; the rule does not use it."
 )
 COST_RULES = {LAZY: LAZY_RULE, LW: LW_RULE}
-COST_CHANGE = {LAZY: "lazy R1", LW: "the level draws"}
+COST_CHANGE = {LAZY: "lazy R1", LW: "drawing the levels 0.1, 0.3, 0.6"}
 
 
 def cost_verdict(r: dict) -> str:
