@@ -112,7 +112,10 @@ MSB_SHIP_RULE = (
     "choice among all its checkpoints. Extended a sixth time before it trained past "
     "55,000 (step 52,500 shipped by then; reported recall 0.494, 0.006 short of the "
     "target): to 65,000 steps, stopped at the last 2,500-step checkpoint it reaches by "
-    "17:55 UTC on 2026-12-02, with the same choice among all its checkpoints."
+    "17:55 UTC on 2026-12-02, with the same choice among all its checkpoints. Extended a "
+    "seventh time before it trained past 65,000 (step 52,500 still chosen; validation FD "
+    "still falling, 1.82 -> 1.54 from 52,500 to 65,000): to 70,000 steps, stopped at the "
+    "last 2,500-step checkpoint it reaches by 18:50 UTC on 2026-12-02, with the same choice."
 )
 TARGET_FLOOR_MULTIPLE, TARGET_RECALL = 5.0, 0.5  # issue 15's targets, at n = 2,000
 
