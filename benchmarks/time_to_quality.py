@@ -71,14 +71,15 @@ def measure(curves: dict, speed: dict) -> dict:
         rows = []
         for run, c in curves.items():
             first, sustained = reached(c["rows"], bar["fd"], bar["recall"])
-            mins = minutes(sustained, rate(run), batch)
+            run_rate = rate(run)
+            mins = minutes(sustained, run_rate, batch)
             rows.append(
                 {
                     "run": run,
                     "scored_to": c["rows"][-1]["step"],
                     "first": first,
                     "sustained": sustained,
-                    "images_per_s": rate(run),
+                    "images_per_s": run_rate,
                     "sustained_minutes": mins,
                     "speedup": ref_minutes / mins if mins and ref_minutes else None,
                 }

@@ -104,7 +104,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         _over_old(**_MSB_NODROP, r1_every="16"),
     ),
     # Added for the step-cost target after lazy R1 failed its rule: fewer draws of level 1,
-    # whose step costs 3.5x level 3's (train_speed.json), more of the top level, where the
+    # whose step costs about 3x level 3's (train_speed.json), more of the top level, where the
     # data's diversity is decided (TOP_LEVEL.md). A cheaper step, not a cheaper network.
     "0.1.0+msb+nodrop+lw": (
         "0.1.0+msb+nodrop + levels drawn with probabilities 0.1, 0.3, 0.6 (not ⅓ each)",
