@@ -153,6 +153,36 @@ def test_shipped_run_chooses_the_checkpoint_nearest_both_targets():
     assert "Shipped: 0.1.0+msb+nodrop, step 3" == pq.section_title(pq.SHIPPED, run)
 
 
+def test_ninth_revision_chooses_by_the_means_over_fresh_seed_sets_once_all_are_scored():
+    """One validation set picks step A; the means over the fresh sets pick step B. Until
+    every candidate has every set, the validation choice stands."""
+    pq = _load("pretrained_quality")
+    a, b = pq.CHOICE_STEPS[0], pq.CHOICE_STEPS[-1]
+
+    def row(step, fd, recall, seed=0):
+        ck = f"model-{step:07d}.safetensors"
+        return {"step": step, "checkpoint": ck, "fd": fd, "precision": 0.7, "recall": recall,
+                "seed": seed}  # fmt: skip
+
+    val = [row(a, 1.8, 0.53), row(b, 1.5, 0.51)]  # ratios 0.94 and 0.98 at floor 0.4: A
+    run = {"name": pq.MSB, "floor": {"fd": 0.4}, "validation_rows": val,
+           "rows": [row(a, 1.6, 0.49), row(b, 1.5, 0.52)], "choice_rows": []}  # fmt: skip
+    for s in pq.CHOICE_STEPS:
+        for i, seed in enumerate(pq.CHOICE_SEEDS):
+            recall = (0.52 if s == b else 0.48) + (0.01 if i % 2 else -0.01)  # B: mean 0.52
+            run["choice_rows"].append(row(s, 1.7, recall, seed))
+    assert pq.msb_chosen(run)["step"] == b
+    best = pq.msb_chosen(run)
+    assert best["recall"] == pytest.approx(0.52) and best["sets"] == len(pq.CHOICE_SEEDS)
+    assert best["recall_sd"] == pytest.approx(
+        0.01 * (len(pq.CHOICE_SEEDS) / (len(pq.CHOICE_SEEDS) - 1)) ** 0.5
+    )
+    assert "fresh seed sets" in pq.msb_ship_verdict(run)
+    assert "reported FD 1.50" in pq.msb_ship_verdict(run)  # B's reported row is quoted
+    run["choice_rows"].pop()  # one set of one candidate missing: no half-scored choice
+    assert pq.msb_chosen(run)["step"] == a
+
+
 @pytest.mark.parametrize("name", ["0.1.0+ms", "0.1.0+msb+nodrop"])
 def test_mode_seeking_run_joins_the_preset_only_past_both_baselines(name):
     """The rule reads the two committed baseline curves at their named steps."""
