@@ -277,3 +277,18 @@ def test_time_to_quality_speedup_is_reference_first_over_candidate_sustained():
     assert (new["first"], new["sustained"]) == (5000, 10000)
     assert new["speedup"] == pytest.approx((30000 / 100) / (10000 / 200))
     assert next(r for r in out["long"]["rows"] if r["run"] == "long")["speedup"] is None
+
+
+def test_seed_spread_counts_the_sets_that_meet_both_targets():
+    """A set counts only if its FD is at most 5 × floor and its recall at least 0.5."""
+    spread = _load("seed_spread")
+
+    def row(fd, recall):
+        return {"fd": fd, "precision": 0.7, "recall": recall}
+
+    r = {"command": "c", "commit": "x", "machine": "m", "n": 2000, "seeds": [1, 2, 3],
+         "floor_fd": 0.4,  # bar 2.0
+         "models": {"m": [row(2.0, 0.5), row(2.1, 0.6), row(1.0, 0.49)]}}  # fmt: skip
+    line = next(x for x in spread.markdown(r) if x.startswith("| m |"))
+    assert line.endswith("| 1 of 3 |")
+    assert "0.530 ± 0.061" in line  # recall mean ± sample sd
