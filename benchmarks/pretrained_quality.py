@@ -529,7 +529,7 @@ def choose(args) -> None:
         result["choice_command"] = (
             f"python benchmarks/pretrained_quality.py choose --history {args.history}"
         )
-        out.write_text(json.dumps(result, indent=2))
+        write_atomic(out, json.dumps(result, indent=2))
     report()
 
 
