@@ -15,6 +15,13 @@ makes one step in k dearer, and a median would hide it (use a multiple of ``r1_e
 
 adds the first variant compiled (``udpm train --compile``), in bf16 autocast
 (``--set amp=bf16``) and with channels_last weights, timed in the same alternation.
+
+    python benchmarks/train_speed.py --variants 0.1.0+msb+nodrop 0.1.0 --bounds \
+        --out train_speed_bounds.json
+
+adds the first variant without R1 and without the adversarial part (no D step, no
+adversarial term in G's loss): not recipes but ceilings, what the step would cost if that
+part were free, so that no lever on that part can be expected to beat them.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 ACCEL = ("compile", "bf16", "channels_last")  # --accel: the first variant run these ways
+# --bounds: the first variant with a part of its step removed (ceilings, not recipes)
+BOUNDS = {"no-r1": ["r1=[0.0,0.0,0.0]"], "no-adv": ["lambda_adv=[0.0,0.0,0.0]"]}
 
 
 def build(preset: str, sets: list[str], accel: str = "eager"):
@@ -100,6 +109,12 @@ def main() -> None:
         help="also time the first variant compiled, in bf16 and channels_last (the first call "
         "per level compiles, minutes on a CPU; it falls in the warm-up)",
     )
+    p.add_argument(
+        "--bounds",
+        action="store_true",
+        help="also time the first variant without R1 and without its adversarial part "
+        "(ceilings for any lever on those parts)",
+    )
     p.add_argument("--out", default="train_speed.json", help="results file in benchmarks/")
     args = p.parse_args()
 
@@ -107,6 +122,9 @@ def main() -> None:
     if args.accel:
         first = args.variants[0]
         rows |= {f"{first}@{a}": (VARIANTS[first][1], a) for a in ACCEL}
+    if args.bounds:
+        first = args.variants[0]
+        rows |= {f"{first}@{b}": (VARIANTS[first][1] + BOUNDS[b], "eager") for b in BOUNDS}
     built = {v: build(args.preset, sets, accel) for v, (sets, accel) in rows.items()}
     config = next(iter(built.values()))[0]
     torch.manual_seed(0)

@@ -308,8 +308,19 @@ def markdown(rows, fl, machine, args) -> list[str]:
 
 
 def speed_markdown() -> list[str]:
-    """The step cost per level of the variants, from ``train_speed.py`` (one run, alternated)."""
-    path = HERE / "train_speed.json"
+    """The step cost per level of the variants, from ``train_speed.py`` (one run, alternated),
+    then the ceilings run by its ``--bounds`` (the shipped recipe with a part removed)."""
+    out = speed_table(HERE / "train_speed.json", "Step cost", "")
+    return out + speed_table(
+        HERE / "train_speed_bounds.json",
+        "Step-cost ceilings",
+        "Rows marked `@no-r1` and `@no-adv` are not recipes: the first variant with R1, or its "
+        "whole adversarial part (D's step and G's adversarial term), removed, so no lever on "
+        "that part can make the step faster than they are. ",
+    )
+
+
+def speed_table(path: Path, title: str, preface: str) -> list[str]:
     if not path.exists():
         return []
     speed = json.loads(path.read_text())
@@ -319,12 +330,12 @@ def speed_markdown() -> list[str]:
     first = next(iter(variants))
     out = [
         "",
-        "## Step cost",
+        f"## {title}",
         "",
-        f"`{speed['command']}` on {speed['machine']}, batch {speed['batch_size']}, the machine "
-        "otherwise idle; the variants' steps alternated one by one in one run, mean step time "
-        "per level (so lazy R1's dearer steps count); the whole step weighs the levels as the "
-        "variant draws them. Images per second, higher is faster:",
+        f"{preface}`{speed['command']}` on {speed['machine']}, batch {speed['batch_size']}, "
+        "the machine otherwise idle; the variants' steps alternated one by one in one run, "
+        "mean step time per level (so lazy R1's dearer steps count); the whole step weighs the "
+        "levels as the variant draws them. Images per second, higher is faster:",
         "",
         f"| variant | level 1 | level 2 | level 3 | whole step (its level draws) | × {first} |",
         "|---|---|---|---|---|---|",

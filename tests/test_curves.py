@@ -292,3 +292,21 @@ def test_seed_spread_counts_the_sets_that_meet_both_targets():
     line = next(x for x in spread.markdown(r) if x.startswith("| m |"))
     assert line.endswith("| 1 of 3 |")
     assert "0.530 ± 0.061" in line  # recall mean ± sample sd
+
+
+def test_speed_bounds_remove_the_part_they_name():
+    """``train_speed.py --bounds``: `no-adv` has no D and no adversarial term, `no-r1` keeps
+    D's step with R1's weight 0."""
+    ts = _load("train_speed")
+    small = ["batch_size=4"]
+    _, full = ts.build("emoji32-cpu", small)
+    _, no_adv = ts.build("emoji32-cpu", small + ts.BOUNDS["no-adv"])
+    _, no_r1 = ts.build("emoji32-cpu", small + ts.BOUNDS["no-r1"])
+    assert list(no_r1.settings.r1) == [0.0, 0.0, 0.0] and max(full.settings.r1) > 0
+    x0 = torch.rand(4, 3, 32, 32) * 2 - 1
+    for method in (full, no_adv):
+        method.draw_level = lambda: 1  # level 1 has an L1 term, so G has a loss without D
+    assert "D" not in no_adv.modules  # no D is built at all, so none is stepped
+    logs = no_adv.step(x0, None, 0)
+    assert "loss_d" not in logs and "adv_g" not in logs and "l1" in logs
+    assert "loss_d" in full.step(x0, None, 0)
