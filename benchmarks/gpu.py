@@ -14,7 +14,9 @@ a warm-up call (which also compiles or captures; its time is reported), then at 
 
 Also: the sampler's own overhead (its CPU work and launches, seeded CPU noise included) at
 batch 64 with ``udpm.eval.speed.time_sampling``; training throughput and peak memory of the
-``cifar10`` UDPM preset in fp32 and bf16 (LPIPS off: its VGG weights are not shipped); and,
+``cifar10`` UDPM preset and of the emoji32 recipes whose CPU step costs ``ABLATION.md``
+gives (the 0.1.0 recipe, the shipped one, and its no-R1 ceiling), in fp32 and bf16 (LPIPS
+off: its VGG weights are not shipped), for issue 15's step-cost target on a GPU; and,
 with ``--emoji-steps``, FD against training time of ``emoji32-cpu`` trained on the device.
 A failing measurement (out of memory, a compiler error) is recorded and the run goes on.
 
@@ -231,53 +233,75 @@ def accel_options(precision: str, mode: str) -> dict:
     }
 
 
+def train_recipes() -> dict[str, tuple[str, list[str], int]]:
+    """name -> (preset, --set assignments, classes): the paper's cifar10 preset, and the
+    emoji32 recipes whose CPU step costs are in ``train_speed.json`` (the 0.1.0 recipe, the
+    shipped one, and the shipped one without R1, its ceiling), so the GPU's ratios can be
+    set beside the CPU's for the step-cost target."""
+    sys.path.insert(0, str(HERE))
+    from train_speed import BOUNDS
+    from udpm_ablation import VARIANTS
+
+    shipped = VARIANTS["0.1.0+msb+nodrop"][1]
+    return {
+        "cifar10": ("cifar10", ["perceptual=none"], 10),
+        "emoji32-0.1.0": ("emoji32-cpu", VARIANTS["0.1.0"][1], 0),
+        "emoji32-shipped": ("emoji32-cpu", shipped, 0),
+        "emoji32-shipped@no-r1": ("emoji32-cpu", shipped + BOUNDS["no-r1"], 0),
+    }
+
+
 def training(args, device) -> list[dict]:
     """img/s of whole UDPM steps (D + G at one level, levels in turn) and peak memory."""
     from udpm.config import apply_overrides, preset_config
+
+    recipes = train_recipes()
+    rows = []
+    for name in args.train_recipes:
+        preset, sets, classes = recipes[name]
+        config = apply_overrides(preset_config(preset), sets)
+        if args.smoke:
+            config = config.replace(
+                network={**config.network, **SMOKE_NETWORK},
+                discriminator={**config.discriminator, "model_channels": 8},
+                batch_size=4,
+            )
+        for precision in args.precisions:
+            row = {"preset": preset, "workload": name, "precision": precision}
+            row.update(
+                guarded(partial(train_step_rate, config, classes, precision, device, args), device)
+            )
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def train_step_rate(config, classes: int, precision: str, device, args) -> dict:
+    """Median img/s per level after a warm-up over every level; the whole step averages the
+    levels' seconds per image as the recipe draws them (uniform here)."""
+    from udpm.accel import precision_dtype
     from udpm.methods.udpm import UDPMMethod
 
-    config = apply_overrides(preset_config("cifar10"), ["perceptual=none"])
-    if args.smoke:
-        config = config.replace(
-            network={**config.network, **SMOKE_NETWORK},
-            discriminator={**config.discriminator, "model_channels": 8},
-            batch_size=4,
-        )
-    n, classes = config.batch_size, 10
-    rows = []
-    for precision in args.precisions:
-
-        def run(precision=precision):
-            from udpm.accel import precision_dtype
-
-            torch.manual_seed(0)
-            method = UDPMMethod(config, device, classes, precision_dtype(precision))
-            x0 = torch.rand(n, 3, config.resolution, config.resolution, device=device) * 2 - 1
-            y = torch.randint(classes, (n,), device=device)
-            levels = range(1, method.process.levels + 1)
-            for step in range(args.train_warmup):
-                method.draw_level = lambda step=step: levels[step % len(levels)]
-                method.step(x0, y, step)
-            per_level = {}
-            for level in levels:
-                method.draw_level = lambda level=level: level
-                times = [
-                    elapsed(lambda: method.step(x0, y, 0), device) for _ in range(args.train_steps)
-                ]
-                per_level[str(level)] = n / statistics.median(times)
-            whole = 1 / statistics.mean(1 / v for v in per_level.values())
-            return {
-                "images_per_s_per_level": per_level,
-                "images_per_s": whole,
-                "batch": n,
-                "peak_memory_mb": peak_mb(device),
-            }
-
-        row = {"preset": "cifar10", "precision": precision, "perceptual": "none"}
-        row.update(guarded(run, device))
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    return rows
+    torch.manual_seed(0)
+    n = config.batch_size
+    method = UDPMMethod(config, device, classes, precision_dtype(precision))
+    x0 = torch.rand(n, 3, config.resolution, config.resolution, device=device) * 2 - 1
+    y = torch.randint(classes, (n,), device=device) if classes else None
+    levels = range(1, method.process.levels + 1)
+    for step in range(args.train_warmup):
+        method.draw_level = lambda step=step: levels[step % len(levels)]
+        method.step(x0, y, step)
+    per_level = {}
+    for level in levels:
+        method.draw_level = lambda level=level: level
+        times = [elapsed(lambda: method.step(x0, y, 0), device) for _ in range(args.train_steps)]
+        per_level[str(level)] = n / statistics.median(times)
+    return {
+        "images_per_s_per_level": per_level,
+        "images_per_s": 1 / statistics.mean(1 / v for v in per_level.values()),
+        "batch": n,
+        "peak_memory_mb": peak_mb(device),
+    }
 
 
 def emoji_curve(args, device) -> dict:
@@ -354,6 +378,11 @@ def parse(argv):
     p.add_argument("--min-seconds", type=float, default=1.0, help="...and at least this long")
     p.add_argument("--train-steps", type=int, default=5, help="timed steps per level")
     p.add_argument("--train-warmup", type=int, default=3)
+    p.add_argument(
+        "--train-recipes",
+        default="cifar10,emoji32-0.1.0,emoji32-shipped,emoji32-shipped@no-r1",
+        help="training section: the recipes timed (gpu.py's train_recipes)",
+    )
     p.add_argument("--emoji-steps", type=int, default=0, help="train emoji32-cpu (0: skip)")
     p.add_argument("--emoji-points", type=int, default=6, help="checkpoints measured")
     p.add_argument("--emoji-n", type=int, default=2000, help="samples per FD")
@@ -374,7 +403,8 @@ def parse(argv):
         help="add to the GPU.json in --out, to split a run over several calls",
     )
     args = p.parse_args(argv)
-    for key in ("presets", "precisions", "modes", "compiled_precisions", "sections"):
+    keys = ("presets", "precisions", "modes", "compiled_precisions", "sections", "train_recipes")
+    for key in keys:
         setattr(args, key, [s for s in getattr(args, key).split(",") if s])
     if args.out is None:  # smoke figures must never land in benchmarks/GPU.md
         args.out = Path(tempfile.mkdtemp(prefix="udpm-gpu-smoke-")) if args.smoke else HERE
@@ -385,6 +415,9 @@ def parse(argv):
     unknown = set(args.sections) - {"sampling", "overhead", "training", "emoji"}
     if unknown:
         p.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    unknown = set(args.train_recipes) - set(train_recipes())
+    if unknown:
+        p.error(f"unknown training recipe(s): {', '.join(sorted(unknown))}")
     return args
 
 

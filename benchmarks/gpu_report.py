@@ -108,19 +108,21 @@ def _overhead(rows: list[dict]) -> list[str]:
 
 def _training(rows: list[dict]) -> list[str]:
     lines = [
-        "## Training throughput (cifar10 preset, UDPM, LPIPS off)",
+        "## Training throughput (UDPM, LPIPS off)",
         "",
         "A step is one D and one G step at one level; the whole-step figure averages the "
-        "three levels as uniform level sampling does.",
+        "three levels as uniform level sampling does. The emoji32 recipes are those of "
+        "`ABLATION.md`'s step-cost tables (`@no-r1`: a ceiling, not a recipe).",
         "",
-        "| precision | batch | images/s | per level 1 / 2 / 3 | peak MB |",
-        "|---|---|---|---|---|",
+        "| recipe | precision | batch | images/s | per level 1 / 2 / 3 | peak MB |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" not in r:
             levels = " / ".join(f"{v:.4g}" for v in r["images_per_s_per_level"].values())
             lines.append(
-                f"| {r['precision']} | {r['batch']} | {r['images_per_s']:.4g} | {levels} | "
+                f"| {r.get('workload', r['preset'])} | {r['precision']} | {r['batch']} | "
+                f"{r['images_per_s']:.4g} | {levels} | "
                 f"{_num(r['peak_memory_mb'], '.0f')} |"
             )
     return lines + [""]

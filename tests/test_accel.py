@@ -202,7 +202,8 @@ def test_gpu_benchmark_smoke_run_writes_every_section(tmp_path):
     assert len(skipped) == 12 and all(
         "CUDA graphs need a CUDA device" in r["error"] for r in skipped
     )
-    assert [r["precision"] for r in result["training"]] == ["fp32", "bf16"]
+    every = [(w, p) for w in bench.train_recipes() for p in ("fp32", "bf16")]
+    assert [(r["workload"], r["precision"]) for r in result["training"]] == every
     assert all(r["images_per_s"] > 0 for r in result["training"])
     assert 0 <= result["overhead"][0]["overhead_fraction"] < 1
     assert [r["step"] for r in result["emoji"]["rows"]] == [1]
