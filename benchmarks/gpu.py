@@ -278,7 +278,9 @@ def training(args, device) -> list[dict]:
 
 def train_step_rate(config, classes: int, precision: str, device, args) -> dict:
     """Median img/s per level after a warm-up over every level; the whole step averages the
-    levels' seconds per image as the recipe draws them (uniform here)."""
+    levels' seconds per image as the recipe draws them (``train_speed.whole_step``)."""
+    from train_speed import whole_step  # on sys.path since train_recipes()
+
     from udpm.accel import precision_dtype
     from udpm.methods.udpm import UDPMMethod
 
@@ -298,7 +300,7 @@ def train_step_rate(config, classes: int, precision: str, device, args) -> dict:
         per_level[str(level)] = n / statistics.median(times)
     return {
         "images_per_s_per_level": per_level,
-        "images_per_s": 1 / statistics.mean(1 / v for v in per_level.values()),
+        "images_per_s": whole_step(per_level, config.settings.level_weights),
         "batch": n,
         "peak_memory_mb": peak_mb(device),
     }

@@ -513,11 +513,16 @@ def choice_table(r: dict) -> list[str]:
 def choose(args) -> None:
     """Score the ninth revision's candidates on its seed sets, saving after each one, so an
     interrupted run resumes where it stopped."""
+    from udpm.checkpoint import atomic_write
+
     out = CURVES / f"{SHIPPED}.json"
     result = json.loads(out.read_text())
     rows = result.setdefault("choice_rows", [])
     done = {(x["step"], x["seed"]) for x in rows}
     real = real_images()
+    result["choice_command"] = (
+        f"python benchmarks/pretrained_quality.py choose --history {args.history}"
+    )
     for step in CHOICE_STEPS:
         path = Path(args.history) / f"model-{step:07d}.safetensors"
         todo = [seed for seed in CHOICE_SEEDS if (step, seed) not in done]
@@ -526,18 +531,10 @@ def choose(args) -> None:
         for seed in todo:
             rows.append(measure(path, real, 2000, seed))
             print(f"step {step}  seed {seed}  FD {rows[-1]['fd']:.2f}  R {rows[-1]['recall']:.3f}")
-        result["choice_command"] = (
-            f"python benchmarks/pretrained_quality.py choose --history {args.history}"
-        )
-        write_atomic(out, json.dumps(result, indent=2))
+        # A committed results file is never left half written by an interrupted run.
+        text = json.dumps(result, indent=2)
+        atomic_write(out, lambda tmp, text=text: Path(tmp).write_text(text))
     report()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """A committed results file is never left half written by an interrupted run."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def curve_table(rows: list[dict], floor_fd: float) -> list[str]:

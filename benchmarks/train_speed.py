@@ -119,11 +119,10 @@ def main() -> None:
     args = p.parse_args()
 
     rows = {v: (VARIANTS[v][1], "eager") for v in args.variants}
+    first = args.variants[0]
     if args.accel:
-        first = args.variants[0]
         rows |= {f"{first}@{a}": (VARIANTS[first][1], a) for a in ACCEL}
     if args.bounds:
-        first = args.variants[0]
         rows |= {f"{first}@{b}": (VARIANTS[first][1] + BOUNDS[b], "eager") for b in BOUNDS}
     built = {v: build(args.preset, sets, accel) for v, (sets, accel) in rows.items()}
     config = next(iter(built.values()))[0]
